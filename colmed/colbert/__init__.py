@@ -1,0 +1,1 @@
+"""ColBERTv2 family: the only code that imports colbert-ai (see :mod:`colmed.colbert.adapter`)."""

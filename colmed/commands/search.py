@@ -1,0 +1,46 @@
+"""``colmed search``: query an index; write a TREC run (+ protocol sidecar) or print top hits."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("search")
+@click.option("--index", "index_dir", required=True, type=click.Path(), help="Index directory.")
+@click.option("--queries", default=None, help="queries.jsonl, or a BEIR folder/hub name (judged queries of --split).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--query", "query_text", default=None, help="One free-text query: print its top hits.")
+@click.option("--k", type=int, default=100, show_default=True, help="Documents per query.")
+@click.option("--out", default=None, type=click.Path(), help="TREC run file to write.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Queries per search call.")
+@click.option("--device", default=None)
+def command(index_dir, queries, split, query_text, k, out, batch_size, device):
+    """Search an index with a query set (writes --out) or one --query (prints hits).
+
+    \b
+    colmed search --index idx/nfcorpus-bm25 --queries ../shared/beir/nfcorpus --out runs/bm25.trec
+    colmed search --index idx/nfcorpus-bm25 --query "statin side effects"
+    """
+    from colmed.commands._common import quiet_libraries
+    from colmed.errors import InputError
+
+    quiet_libraries()
+    if (queries is None) == (query_text is None):
+        raise InputError("give exactly one of --queries (with --out) or --query")
+    if queries is not None and not out:
+        raise InputError("--queries needs --out (the TREC run file to write)")
+    from indexes.base import IndexManifest, load_index, read_docs
+
+    manifest = IndexManifest.read(index_dir)
+    retriever = load_index(index_dir, device=device)
+    if query_text is not None:
+        hits = retriever.search({"q": query_text}, k=k)["q"]
+        ids, titles = read_docs(index_dir)
+        title_of = dict(zip(ids, titles))
+        for rank, (did, score) in enumerate(sorted(hits.items(), key=lambda kv: -kv[1]), start=1):
+            click.echo(f"{rank:>3}  {score:9.4f}  {did}  {title_of.get(did, '')[:90]}")
+        return
+    from colmed.search import search_to_trec
+
+    info = search_to_trec(retriever, manifest, queries, out, k=k, split=split, batch_size=batch_size)
+    click.echo(f"wrote {out} ({info['queries']} queries, {info['qps']:.1f} queries/s)")

@@ -1,0 +1,74 @@
+"""Run a query set through any retriever and store a TREC run with its protocol sidecar.
+
+The sidecar (``<run>.json``) records what produced the run: the index manifest (kind, model, prompts,
+settings), the query source, split and hash, and ``k``. :mod:`eval` uses it to refuse comparing runs
+made under different protocols.
+
+Example:
+    >>> from indexes.bm25 import BM25Index
+    >>> import tempfile, pathlib
+    >>> idx = BM25Index.build(["d1", "d2"], ["aspirin fever", "insulin diabetes"], show_progress=False)
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "run.trec"
+    >>> info = search_queries(idx, {"q1": "fever"}, k=1)
+    >>> info["q1"]
+    {'d1': ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Mapping
+
+from colmed.io import write_json
+from eval.runs import write_trec
+from indexes.base import IndexManifest, Retriever
+
+
+def search_queries(retriever: Retriever, queries: Mapping[str, str], k: int = 100, batch_size: int = 64,
+                   progress: bool = False) -> dict[str, dict[str, float]]:
+    """Search ``queries`` in batches (with an optional progress bar) and merge the results."""
+    from tqdm.auto import tqdm
+
+    qids = list(queries)
+    run: dict[str, dict[str, float]] = {}
+    with tqdm(total=len(qids), desc="searching", unit="q", disable=not progress) as bar:
+        for i in range(0, len(qids), batch_size):
+            chunk = {q: queries[q] for q in qids[i:i + batch_size]}
+            run.update(retriever.search(chunk, k=k))
+            bar.update(len(chunk))
+    return run
+
+
+def load_queries(source: str | Path, split: str = "test") -> tuple[dict[str, str], dict]:
+    """Queries from a ``queries.jsonl`` file or the judged queries of a BEIR folder / hub dataset."""
+    from eval.data import load_dataset, read_queries
+
+    p = Path(source)
+    if p.is_file():
+        queries = read_queries(p)
+        return queries, {"queries_source": str(p.resolve()), "split": None}
+    ds = load_dataset(source, split=split, require_corpus=False)
+    return ds.queries, {"queries_source": ds.source, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
+                        "split": split, "qrels_hash": ds.qrels_hash}
+
+
+def search_to_trec(retriever: Retriever, manifest: IndexManifest, queries_source: str | Path, out: str | Path,
+                   k: int = 100, split: str = "test", batch_size: int = 64, tag: str | None = None) -> dict:
+    """Search every query of ``queries_source`` and write ``out`` (TREC) plus ``out.json`` (protocol)."""
+    queries, source_info = load_queries(queries_source, split)
+    t0 = time.perf_counter()
+    run = search_queries(retriever, queries, k=k, batch_size=batch_size, progress=True)
+    seconds = time.perf_counter() - t0
+    write_trec(out, run, tag=tag or Path(out).stem)
+    qhash = hashlib.sha256(json.dumps(sorted(queries.items())).encode()).hexdigest()
+    info = {"queries": len(queries), "seconds": round(seconds, 3), "qps": len(queries) / max(seconds, 1e-9)}
+    write_json(str(out) + ".json", {
+        "run": Path(out).name, "k": k, "queries_hash": qhash, **source_info,
+        "index": {"kind": manifest.kind, "model": manifest.model, "query_prompt": manifest.query_prompt,
+                  "document_prompt": manifest.document_prompt, "settings": manifest.settings,
+                  "dataset": manifest.dataset, "stats": manifest.stats},
+        "timing": info})
+    return info

@@ -1,0 +1,251 @@
+"""One dataset type for every retrieval benchmark, loaded from a local BEIR folder or the hub.
+
+A BEIR folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``, ``text``)
+and ``qrels/<split>.tsv`` (header ``query-id corpus-id score``). All ids are strings.
+
+Example:
+    >>> from eval.data import load_dataset
+    >>> ds = load_dataset("../shared/beir/nfcorpus", split="test")   # doctest: +SKIP
+    >>> len(ds.corpus), len(ds.queries)                               # doctest: +SKIP
+    (3633, 323)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from colmed.errors import InputError
+from colmed.io import read_jsonl, sha256_file
+
+logger = logging.getLogger(__name__)
+
+# BEIR itself ships ArguAna with 5 qrels naming absent docs; more than this fraction is a broken file.
+MAX_UNKNOWN_QRELS_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class Document:
+    """A corpus document. ``full_text`` is what retrievers index (BEIR convention: title, then text)."""
+
+    doc_id: str
+    text: str
+    title: str = ""
+
+    @property
+    def full_text(self) -> str:
+        return f"{self.title} {self.text}".strip() if self.title else self.text
+
+
+@dataclass
+class RetrievalDataset:
+    """A corpus, the queries of one split, and their graded relevance judgements.
+
+    ``queries`` holds only the queries that have judgements in ``qrels`` (the BEIR convention), unless
+    the split has no qrels file. ``fingerprint`` identifies the content (file hashes or hub revision).
+    """
+
+    name: str
+    corpus: dict[str, Document]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    split: str = "test"
+    source: str = ""
+    fingerprint: str = ""
+    qrels_hash: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def doc_ids(self) -> list[str]:
+        return list(self.corpus)
+
+    def doc_texts(self) -> list[str]:
+        return [d.full_text for d in self.corpus.values()]
+
+    def subset(self, max_queries: int | None = None, max_docs: int | None = None) -> "RetrievalDataset":
+        """A smaller copy: the first ``max_queries`` queries and a corpus that keeps their relevant docs."""
+        qids = list(self.queries)[:max_queries] if max_queries else list(self.queries)
+        queries = {q: self.queries[q] for q in qids}
+        qrels = {q: dict(self.qrels.get(q, {})) for q in qids if q in self.qrels}
+        if max_docs:
+            keep = {d for rels in qrels.values() for d in rels if d in self.corpus}
+            for d in self.corpus:
+                if len(keep) >= max_docs:
+                    break
+                keep.add(d)
+            corpus = {d: doc for d, doc in self.corpus.items() if d in keep}
+        else:
+            corpus = dict(self.corpus)
+        return RetrievalDataset(self.name, corpus, queries, qrels, self.split, self.source,
+                                self.fingerprint + f"/subset:{max_queries}:{max_docs}", self.qrels_hash,
+                                list(self.warnings))
+
+
+def read_corpus(path: str | Path) -> dict[str, Document]:
+    """Read a BEIR ``corpus.jsonl``; duplicate or empty ids and an empty corpus are errors."""
+    corpus: dict[str, Document] = {}
+    for lineno, rec in read_jsonl(path, required=("_id",)):
+        doc_id = str(rec["_id"]).strip()
+        if not doc_id:
+            raise InputError("empty id", path=path, line=lineno, field="_id")
+        if doc_id in corpus:
+            raise InputError(f"duplicate document id {doc_id!r}", path=path, line=lineno, field="_id")
+        text = rec.get("text")
+        if text is None:
+            raise InputError("missing", path=path, line=lineno, field="text")
+        if not isinstance(text, str):
+            raise InputError("expected a string", path=path, line=lineno, field="text")
+        title = rec.get("title") or ""
+        corpus[doc_id] = Document(doc_id, text, str(title))
+    if not corpus:
+        raise InputError("empty corpus: no documents", path=path)
+    return corpus
+
+
+def read_queries(path: str | Path) -> dict[str, str]:
+    """Read a BEIR ``queries.jsonl`` (``_id``, ``text``); duplicate ids are errors."""
+    queries: dict[str, str] = {}
+    for lineno, rec in read_jsonl(path, required=("_id", "text")):
+        qid = str(rec["_id"]).strip()
+        if not qid:
+            raise InputError("empty id", path=path, line=lineno, field="_id")
+        if qid in queries:
+            raise InputError(f"duplicate query id {qid!r}", path=path, line=lineno, field="_id")
+        if not isinstance(rec["text"], str):
+            raise InputError("expected a string", path=path, line=lineno, field="text")
+        queries[qid] = rec["text"]
+    return queries
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """Read a BEIR qrels TSV (header ``query-id corpus-id score``; CRLF tolerated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        for lineno, row in enumerate(reader, start=1):
+            row = [c.strip() for c in row]
+            if not row or not any(row):
+                continue
+            if lineno == 1 and row[0].lower() in ("query-id", "query_id", "qid"):
+                continue
+            if len(row) == 4:  # TREC qrels: qid iter docid rel
+                row = [row[0], row[2], row[3]]
+            if len(row) != 3:
+                raise InputError(f"expected 3 tab-separated columns, got {len(row)}", path=path, line=lineno)
+            qid, did, score = row
+            try:
+                rel = int(float(score))
+            except ValueError:
+                raise InputError(f"not a number: {score!r}", path=path, line=lineno, field="score") from None
+            qrels.setdefault(qid, {})[did] = rel
+    if not qrels:
+        raise InputError("no relevance judgements", path=path)
+    return qrels
+
+
+def _check_qrels(qrels, queries, corpus, path: Path, warnings: list[str]) -> None:
+    n = sum(len(r) for r in qrels.values())
+    bad_q = [q for q in qrels if q not in queries]
+    if bad_q:
+        raise InputError(f"{len(bad_q)} query ids not in queries.jsonl (first: {bad_q[0]!r})",
+                         path=path, field="query-id")
+    if corpus is None:
+        return
+    bad_d = [(q, d) for q, rels in qrels.items() for d in rels if d not in corpus]
+    if bad_d:
+        msg = f"{len(bad_d)} of {n} judgements name documents absent from the corpus (first: {bad_d[0][1]!r})"
+        if len(bad_d) > MAX_UNKNOWN_QRELS_FRACTION * n:
+            raise InputError(msg, path=path, field="corpus-id")
+        # Kept, as BEIR keeps them: dropping would change the ideal DCG and break comparability.
+        warnings.append(msg)
+        logger.warning("%s: %s", path, msg)
+
+
+def load_beir_folder(path: str | Path, split: str = "test", name: str | None = None,
+                     require_corpus: bool = True) -> RetrievalDataset:
+    """Load a local BEIR folder. See the module docstring for the layout."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError("dataset folder not found", path=path)
+    corpus_path, queries_path = path / "corpus.jsonl", path / "queries.jsonl"
+    qrels_path = path / "qrels" / f"{split}.tsv"
+    corpus = None
+    if corpus_path.is_file():
+        corpus = read_corpus(corpus_path)
+    elif require_corpus:
+        raise InputError("no corpus.jsonl: this folder has queries and qrels only", path=path)
+    queries = read_queries(queries_path)
+    hashes = {p.name: sha256_file(p) for p in (corpus_path, queries_path) if p.is_file()}
+    warnings: list[str] = []
+    qrels: dict[str, dict[str, int]] = {}
+    qrels_hash = ""
+    if qrels_path.is_file():
+        qrels = read_qrels(qrels_path)
+        qrels_hash = sha256_file(qrels_path)
+        hashes[f"qrels/{split}.tsv"] = qrels_hash
+        _check_qrels(qrels, queries, corpus, qrels_path, warnings)
+        queries = {q: t for q, t in queries.items() if q in qrels}
+    fingerprint = hashlib.sha256("".join(f"{k}={v};" for k, v in sorted(hashes.items())).encode()).hexdigest()
+    return RetrievalDataset(name or path.name, corpus or {}, queries, qrels, split, str(path.resolve()),
+                            fingerprint, qrels_hash, warnings)
+
+
+def load_hub_dataset(name: str, split: str = "test", revision: str | None = None) -> RetrievalDataset:
+    """Load a retrieval dataset from the Hugging Face hub with ``datasets``.
+
+    Understands the BEIR layout (``BeIR/<x>`` with configs ``corpus``/``queries`` plus ``BeIR/<x>-qrels``)
+    and the MTEB layout (one repo with configs ``corpus``, ``queries`` and ``default`` qrels).
+    """
+    import datasets  # deferred: heavy
+
+    def rows(repo, config, split_name):
+        return datasets.load_dataset(repo, config, split=split_name, revision=revision)
+
+    try:
+        if name.startswith("BeIR/"):
+            corpus_rows, query_rows = rows(name, "corpus", "corpus"), rows(name, "queries", "queries")
+            qrel_rows = rows(f"{name}-qrels", None, split)
+        else:
+            corpus_rows, query_rows = rows(name, "corpus", "corpus"), rows(name, "queries", "queries")
+            qrel_rows = rows(name, "default", split)
+    except Exception as e:  # offline, unknown repo, missing split: one line for the user
+        raise InputError(f"cannot load from the hub ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                         path=name) from None
+    corpus = {str(r["_id"]): Document(str(r["_id"]), r.get("text") or "", r.get("title") or "")
+              for r in corpus_rows}
+    queries = {str(r["_id"]): r["text"] for r in query_rows}
+    qrels: dict[str, dict[str, int]] = {}
+    for r in qrel_rows:
+        qrels.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r["score"])
+    warnings: list[str] = []
+    _check_qrels(qrels, queries, corpus, Path(name), warnings)
+    queries = {q: t for q, t in queries.items() if q in qrels}
+    fp_src = f"{name}@{revision or getattr(corpus_rows, '_fingerprint', '')}"
+    qhash = hashlib.sha256(repr(sorted((q, sorted(r.items())) for q, r in qrels.items())).encode()).hexdigest()
+    return RetrievalDataset(name.split("/")[-1], corpus, queries, qrels, split, name,
+                            hashlib.sha256(fp_src.encode()).hexdigest(), qhash, warnings)
+
+
+def load_dataset(name_or_path: str | Path, split: str = "test", require_corpus: bool = True) -> RetrievalDataset:
+    """Load from a local BEIR folder when ``name_or_path`` exists on disk, else from the hub.
+
+    A registered short name (``nfcorpus``, ``arguana`` ...) is resolved through :mod:`eval.registry`.
+    """
+    p = Path(name_or_path)
+    if p.exists():
+        from eval.registry import canonical_name
+        return load_beir_folder(p, split=split, name=canonical_name(p.name), require_corpus=require_corpus)
+    from eval.registry import BENCHMARKS
+    spec = BENCHMARKS.get(str(name_or_path))
+    hub = spec.hub_name if spec else str(name_or_path)
+    if "/" not in hub:
+        raise InputError("not a local folder and not a hub dataset name", path=name_or_path)
+    ds = load_hub_dataset(hub, split=split)
+    if spec:
+        ds.name = spec.name
+    return ds

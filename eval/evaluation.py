@@ -1,0 +1,156 @@
+"""Evaluation and comparison of runs, through ranx only.
+
+Protocol steps are explicit and per dataset: the registry decides self-hit exclusion (ArguAna); runs
+are cut to ``k``; a run whose query ids do not match the qrels fails loudly instead of silently
+scoring zero (the ranx pitfall in AmenRa/ranx#27, #39).
+
+Example:
+    >>> qrels = {"q1": {"d1": 1}, "q2": {"d2": 2}}
+    >>> run = {"q1": {"d1": 0.9, "d3": 0.1}, "q2": {"d3": 0.8, "d2": 0.5}}
+    >>> round(evaluate_run(qrels, run, ["mrr@10"])["mrr@10"], 3)
+    0.75
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from colmed.errors import InputError
+from eval.runs import Run, exclude_self_hits, top_k
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METRICS = ("ndcg@10", "recall@100", "map@100", "mrr@10")
+STAT_TESTS = ("student", "fisher")
+# A run missing more than this fraction of the judged queries is refused, not scored as zeros.
+MAX_MISSING_QUERIES = 0.05
+
+
+def _qrels_dict(dataset_or_qrels) -> dict[str, dict[str, int]]:
+    return dataset_or_qrels.qrels if hasattr(dataset_or_qrels, "qrels") else dict(dataset_or_qrels)
+
+
+def prepare_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], *,
+                name: str = "run", exclude_self: bool = False, k: int | None = None,
+                max_missing: float = MAX_MISSING_QUERIES) -> tuple[Run, dict]:
+    """Apply the protocol to a copy of ``run`` and check its query ids against ``qrels``.
+
+    Returns the prepared run (judged queries only) and coverage stats. Raises :class:`InputError`
+    when more than ``max_missing`` of the judged queries are absent from the run.
+    """
+    judged = [q for q, rels in qrels.items() if rels]
+    prepared = exclude_self_hits(run) if exclude_self else {q: dict(d) for q, d in run.items()}
+    if k is not None:
+        prepared = top_k(prepared, k)
+    present = [q for q in judged if prepared.get(q)]
+    missing = len(judged) - len(present)
+    if judged and missing / len(judged) > max_missing:
+        example = next(q for q in judged if not prepared.get(q))
+        overlap = len(set(run) & set(qrels))
+        raise InputError(
+            f"run has results for {len(present)} of {len(judged)} judged queries ({missing} missing, e.g. "
+            f"{example!r}; {overlap} of its {len(run)} query ids appear in the qrels): wrong dataset, split or "
+            f"query-id format?", path=name)
+    stats = {"judged_queries": len(judged), "queries_with_results": len(present), "missing_queries": missing,
+             "unjudged_queries_dropped": len(set(prepared) - set(qrels))}
+    return {q: prepared[q] for q in present}, stats
+
+
+def _ranx_pair(qrels, run, name):
+    from ranx import Qrels, Run as RanxRun
+
+    return Qrels({q: dict(r) for q, r in qrels.items() if r}), RanxRun(run, name=name)
+
+
+def evaluate_run(dataset_or_qrels, run: Mapping[str, Mapping[str, float]], metrics=DEFAULT_METRICS, *,
+                 exclude_self: bool = False, per_query: bool = False, name: str = "run",
+                 max_missing: float = MAX_MISSING_QUERIES) -> dict:
+    """Mean metrics of one run (``per_query=True``: arrays aligned to the sorted judged query ids;
+    a judged query the run lacks scores zero, within ``max_missing``)."""
+    from ranx import evaluate
+
+    qrels = _qrels_dict(dataset_or_qrels)
+    prepared, _ = prepare_run(qrels, run, name=name, exclude_self=exclude_self, max_missing=max_missing)
+    rq, rr = _ranx_pair(qrels, prepared, name)
+    out = evaluate(rq, rr, list(metrics), return_mean=not per_query, make_comparable=True)
+    if len(metrics) == 1:
+        out = {metrics[0]: out}
+    return {m: (np.asarray(v) if per_query else float(v)) for m, v in out.items()}
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare_runs`: means, pairwise p-values and markers, ready to render."""
+
+    dataset: str
+    metrics: list[str]
+    names: list[str]
+    scores: dict[str, dict[str, float]]
+    p_values: dict[str, dict[str, dict[str, float]]]  # run -> other run -> metric -> p
+    significant: dict[str, dict[str, list[str]]]  # run -> metric -> names of runs it beats
+    stat_test: str
+    max_p: float
+    per_query: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    coverage: dict[str, dict] = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, float]]],
+                 metrics=DEFAULT_METRICS, *, stat_test: str = "student", max_p: float = 0.05,
+                 exclude_self: bool = False, fuse: str | None = None, dataset_name: str = "",
+                 max_missing: float = MAX_MISSING_QUERIES) -> Comparison:
+    """Evaluate named runs on the same qrels and test every pair for significance (ranx ``compare``).
+
+    ``stat_test`` is ``student`` (two-sided paired t-test) or ``fisher`` (randomization test).
+    ``fuse`` (e.g. ``rrf``) adds a fused run of all inputs, named ``fused-<method>``.
+    """
+    from ranx import Qrels, Run as RanxRun, compare, evaluate
+
+    if stat_test not in STAT_TESTS:
+        raise InputError(f"unknown test {stat_test!r}; choose from {', '.join(STAT_TESTS)}", field="stat_test")
+    if not runs:
+        raise InputError("no runs to compare")
+    qrels = _qrels_dict(dataset_or_qrels)
+    prepared, coverage = {}, {}
+    for name, run in runs.items():
+        prepared[name], coverage[name] = prepare_run(qrels, run, name=name, exclude_self=exclude_self,
+                                                     max_missing=max_missing)
+    if fuse:
+        fused = fuse_runs(list(prepared.values()), method=fuse)
+        name = f"fused-{fuse}"
+        prepared[name], coverage[name] = prepare_run(qrels, fused, name=name, max_missing=max_missing)
+    rq = Qrels({q: dict(r) for q, r in qrels.items() if r})
+    ranx_runs = [RanxRun(r, name=n) for n, r in prepared.items()]
+    metrics = list(metrics)
+    report = compare(rq, ranx_runs, metrics, stat_test=stat_test, max_p=max_p, make_comparable=True,
+                     rounding_digits=4)
+    names = list(prepared)
+    p_values = {a: {b: {m: float(report.comparisons[a, b][m]["p_value"]) for m in metrics}
+                    for b in names if b != a} for a in names}
+    beats = {a: {m: [b for b in names if b != a and report.comparisons[a, b][m]["significant"]
+                     and report.results[a][m] > report.results[b][m]] for m in metrics} for a in names}
+    per_query = {}
+    for r in ranx_runs:
+        per_query[r.name] = {m: np.asarray(evaluate(rq, r, [m], return_mean=False, make_comparable=True),
+                                           dtype=float).tolist() for m in metrics}
+    return Comparison(dataset_name, metrics, names, {n: dict(report.results[n]) for n in names}, p_values,
+                      beats, stat_test, max_p, per_query, coverage)
+
+
+def fuse_runs(runs: list[Mapping[str, Mapping[str, float]]], method: str = "rrf", norm: str | None = None) -> Run:
+    """Fuse runs with ranx (``rrf`` by default; any ranx fusion method and normalisation)."""
+    from ranx import Run as RanxRun, fuse
+
+    if norm is None:
+        norm = "min-max" if method != "rrf" else None
+    fused = fuse([RanxRun({q: d for q, d in r.items() if d}) for r in runs], method=method, norm=norm)
+    return {q: {d: float(s) for d, s in docs.items()} for q, docs in fused.to_dict().items()}

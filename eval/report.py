@@ -1,0 +1,90 @@
+"""Render comparisons as a terminal table, markdown and a PNG bar plot.
+
+Significance markers follow ranx: a superscript letter after a score names each run it beats
+significantly (paired test at ``max_p``).
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+from colmed.io import atomic_write
+from eval.evaluation import Comparison
+
+_SUP = str.maketrans(string.ascii_lowercase, "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖqʳˢᵗᵘᵛʷˣʸᶻ")
+TEST_NAMES = {"student": "two-sided paired Student's t-test", "fisher": "Fisher's randomization test"}
+
+
+def _letters(names: list[str]) -> dict[str, str]:
+    return {n: string.ascii_lowercase[i % 26] for i, n in enumerate(names)}
+
+
+def comparison_rows(c: Comparison) -> list[list[str]]:
+    """Rows ``[letter, run, score+markers ...]`` shared by the markdown and terminal renderers."""
+    letters = _letters(c.names)
+    rows = []
+    for n in c.names:
+        cells = [letters[n], n]
+        for m in c.metrics:
+            mark = "".join(letters[b] for b in c.significant[n][m]).translate(_SUP)
+            cells.append(f"{c.scores[n][m]:.4f}{mark}")
+        rows.append(cells)
+    return rows
+
+
+def to_markdown(c: Comparison, title: str | None = None) -> str:
+    header = ["", "run", *c.metrics]
+    lines = [f"## {title or c.dataset or 'comparison'}", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in comparison_rows(c)]
+    lines += ["", f"Superscripts: the run is significantly better than the lettered run "
+                  f"({TEST_NAMES.get(c.stat_test, c.stat_test)}, p < {c.max_p}).", ""]
+    cov = [f"{n}: {v['queries_with_results']}/{v['judged_queries']} judged queries with results"
+           for n, v in c.coverage.items()]
+    if cov:
+        lines += ["Coverage: " + "; ".join(cov) + ".", ""]
+    if c.protocol:
+        lines += ["Protocol: " + ", ".join(f"{k}={v}" for k, v in c.protocol.items()), ""]
+    return "\n".join(lines)
+
+
+def print_table(c: Comparison, title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or c.dataset or "comparison")
+    for h in ["", "run", *c.metrics]:
+        table.add_column(h, justify="right" if h not in ("", "run") else "left")
+    for r in comparison_rows(c):
+        table.add_row(*r)
+    console = Console()
+    console.print(table)
+    console.print(f"superscript = significantly better than that run ({TEST_NAMES.get(c.stat_test)}, "
+                  f"p < {c.max_p})")
+
+
+def plot_bars(scores: dict[str, dict[str, float]], metrics: list[str], path: str | Path, title: str = "") -> None:
+    """Grouped bar plot: one group per metric, one bar per run; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(scores)
+    x = np.arange(len(metrics))
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * max(1, len(names)) / 2), 4))
+    for i, n in enumerate(names):
+        vals = [scores[n].get(m, float("nan")) for m in metrics]
+        bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=n)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+    ax.set_xticks(x, metrics)
+    ax.set_ylim(0, min(1.0, max(v for s in scores.values() for v in s.values()) * 1.2 + 0.02))
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
