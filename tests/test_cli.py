@@ -1,0 +1,75 @@
+"""The CLI as a user runs it: index -> search -> compare, errors, lazy imports, the offline demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from colmed.cli import main
+
+
+def run_cli(*args, expect=0):
+    result = CliRunner().invoke(main, list(map(str, args)), catch_exceptions=False)
+    assert result.exit_code == expect, result.output
+    return result
+
+
+def test_help_does_not_import_torch_faiss_or_colbert():
+    code = ("import sys; from click.testing import CliRunner; from colmed.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0 and 'index' in r.output; "
+            "print(sorted(m for m in ('torch', 'faiss', 'colbert', 'transformers', 'ranx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_index_search_compare_end_to_end(tmp_path, sample_dataset_dir):
+    idx, run = tmp_path / "idx", tmp_path / "bm25.trec"
+    run_cli("index", "--retriever", "bm25", "--dataset", sample_dataset_dir, "--out", idx)
+    r = run_cli("index", "--retriever", "bm25", "--dataset", sample_dataset_dir, "--out", idx, expect=2)
+    assert "already exists; pass --overwrite" in r.output
+    run_cli("index", "--retriever", "bm25", "--dataset", sample_dataset_dir, "--out", idx, "--overwrite")
+    run_cli("search", "--index", idx, "--queries", sample_dataset_dir, "--out", run)
+    lines = run.read_text().splitlines()
+    assert lines[0].split()[1] == "Q0" and len({ln.split()[0] for ln in lines}) == 18
+    sidecar = json.loads((tmp_path / "bm25.trec.json").read_text())
+    assert sidecar["split"] == "test" and sidecar["index"]["kind"] == "bm25" and sidecar["k"] == 100
+    r = run_cli("search", "--index", idx, "--query", "dry cough lisinopril", "--k", "3")
+    assert "htn-02" in r.output.splitlines()[0] and "ACE inhibitor cough" in r.output
+    out = tmp_path / "report"
+    r = run_cli("compare", "--dataset", sample_dataset_dir, "--run", run, "--run", f"again={run}",
+                "--fuse", "rrf", "--test", "fisher", "--out", out)
+    assert "ndcg@10" in r.output and "fused-rrf" in r.output
+    report = (out / "report.md").read_text()
+    assert "| a | bm25 |" in report and "Fisher's randomization test" in report
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((out / "comparison.json").read_text())
+    assert data["scores"]["bm25"]["ndcg@10"] == data["scores"]["again"]["ndcg@10"] > 0.5
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path, sample_dataset_dir):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "corpus.jsonl").write_text('{"_id": "1", "text": "ok"}\n{"_id": "2", "text": oops}\n')
+    (bad / "queries.jsonl").write_text('{"_id": "q", "text": "x"}\n')
+    r = run_cli("index", "--retriever", "bm25", "--dataset", bad, "--out", tmp_path / "idx", expect=2)
+    assert r.output.strip().splitlines()[-1].startswith("error: ") and "corpus.jsonl:2: malformed JSON" in r.output
+    assert not (tmp_path / "idx").exists()
+    r = run_cli("index", "--retriever", "dense", "--dataset", sample_dataset_dir, "--out", tmp_path / "i2", expect=2)
+    assert "needs --model" in r.output
+    trec = tmp_path / "x.trec"
+    trec.write_text("Q1 Q0 htn-01 1 1.0 x\n")
+    r = run_cli("compare", "--dataset", sample_dataset_dir, "--run", trec, "--out", tmp_path / "r", expect=2)
+    assert "run has results for 0 of 18 judged queries" in r.output
+
+
+def test_demo_runs_offline_with_packaged_minilm(tmp_path, minilm_path):
+    r = run_cli("demo", "--out", tmp_path / "demo")
+    assert "minilm" in r.output and "bm25" in r.output
+    data = json.loads((tmp_path / "demo" / "comparison.json").read_text())
+    # On the smoke sample a real semantic model must beat chance by far; BM25 must find most answers.
+    assert data["scores"]["minilm"]["ndcg@10"] > 0.7 and data["scores"]["bm25"]["ndcg@10"] > 0.6
+    assert (tmp_path / "demo" / "report.md").is_file()
