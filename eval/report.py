@@ -20,32 +20,57 @@ def _letters(names: list[str]) -> dict[str, str]:
     return {n: string.ascii_lowercase[i % 26] for i, n in enumerate(names)}
 
 
+def _ci_metric(c: Comparison) -> str | None:
+    """The metric whose interval is shown: nDCG@10 when reported, else the first metric."""
+    if not c.confidence_intervals:
+        return None
+    return "ndcg@10" if "ndcg@10" in c.metrics else c.metrics[0]
+
+
+def comparison_header(c: Comparison) -> list[str]:
+    ci = _ci_metric(c)
+    return ["", "run", *c.metrics] + ([f"{round(c.confidence * 100)}% CI {ci}"] if ci else [])
+
+
 def comparison_rows(c: Comparison) -> list[list[str]]:
-    """Rows ``[letter, run, score+markers ...]`` shared by the markdown and terminal renderers."""
+    """Rows ``[letter, run, score+markers ..., CI]`` shared by the markdown and terminal renderers."""
     letters = _letters(c.names)
+    ci = _ci_metric(c)
     rows = []
     for n in c.names:
         cells = [letters[n], n]
         for m in c.metrics:
             mark = "".join(letters[b] for b in c.significant[n][m]).translate(_SUP)
             cells.append(f"{c.scores[n][m]:.4f}{mark}")
+        if ci:
+            low, high = c.confidence_intervals[n][ci]
+            cells.append(f"[{low:.4f}, {high:.4f}]")
         rows.append(cells)
     return rows
 
 
 def to_markdown(c: Comparison, title: str | None = None) -> str:
-    header = ["", "run", *c.metrics]
+    header = comparison_header(c)
     lines = [f"## {title or c.dataset or 'comparison'}", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in comparison_rows(c)]
     lines += ["", f"Superscripts: the run is significantly better than the lettered run "
-                  f"({TEST_NAMES.get(c.stat_test, c.stat_test)}, p < {c.max_p}).", ""]
+                  f"({TEST_NAMES.get(c.stat_test, c.stat_test)}, p < {c.max_p}, uncorrected pairwise)."]
+    if c.confidence_intervals:
+        lines += [f"CI: {round(c.confidence * 100)}% percentile bootstrap over queries (eval.uncertainty)."]
+    lines += [""]
     cov = [f"{n}: {v['queries_with_results']}/{v['judged_queries']} judged queries with results"
            for n, v in c.coverage.items()]
     if cov:
         lines += ["Coverage: " + "; ".join(cov) + ".", ""]
     if c.protocol:
-        lines += ["Protocol: " + ", ".join(f"{k}={v}" for k, v in c.protocol.items()), ""]
+        lines += ["Protocol:", ""]
+        for k, v in c.protocol.items():
+            if isinstance(v, dict):
+                lines += [f"- {k}:"] + [f"  - {kk}: {vv}" for kk, vv in v.items()]
+            else:
+                lines.append(f"- {k}: {v}")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -54,7 +79,7 @@ def print_table(c: Comparison, title: str | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=title or c.dataset or "comparison")
-    for h in ["", "run", *c.metrics]:
+    for h in comparison_header(c):
         table.add_column(h, justify="right" if h not in ("", "run") else "left")
     for r in comparison_rows(c):
         table.add_row(*r)
@@ -81,7 +106,7 @@ def plot_bars(scores: dict[str, dict[str, float]], metrics: list[str], path: str
         bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=n)
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
     ax.set_xticks(x, metrics)
-    ax.set_ylim(0, min(1.0, max(v for s in scores.values() for v in s.values()) * 1.2 + 0.02))
+    ax.set_ylim(0, min(1.12, max(v for s in scores.values() for v in s.values()) * 1.15 + 0.02))
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()

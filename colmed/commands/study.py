@@ -1,0 +1,28 @@
+"""``colmed study``: notes -> triplets -> bi-encoder + ColBERT trained -> benchmark -> report."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("study")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Study YAML (see bench/study_reference.yaml); flags override it.")
+@click.option("--out", default=None, help="Study folder (config key: out).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any config key, e.g. --set data.num_notes=50 --set colbert.args.maxsteps=100.")
+@click.option("--dry-run", is_flag=True, help="Print the stages, their keys and what is cached; run nothing.")
+def command(config_path, out, overrides, dry_run):
+    """Run the whole study, resumably: finished stages whose inputs did not change are skipped.
+
+    \b
+    colmed study --config bench/study_reference.yaml --dry-run
+    colmed study --config bench/study_reference.yaml --set data.generator=inverse_cloze --out runs/study-ict
+    """
+    from colmed.study import StudyConfig, apply_overrides, run_study
+
+    cfg = StudyConfig.from_yaml(config_path) if config_path else StudyConfig()
+    if out:
+        overrides = (*overrides, f"out={out}")
+    cfg = apply_overrides(cfg, list(overrides))
+    run_study(cfg, dry_run=dry_run, echo=lambda m: click.echo(m, err=True))
