@@ -1,0 +1,114 @@
+"""Dev-set retrieval evaluation during training: exact dense search, scored by ranx.
+
+:class:`DenseRetrievalEvaluator` is a sentence-transformers evaluator, so the trainer calls it at every
+evaluation step, logs its metrics as ``eval_<name>_<metric>`` and, with ``load_best_model_at_end``,
+keeps the checkpoint with the best ``ndcg@10``. Encoding goes through
+:class:`~bi_encoder.encoder.DenseEncoder` with the same prompts the saved model will carry, so the dev
+numbers are computed exactly the way ``colmed index --retriever dense`` will later encode.
+
+Example:
+    >>> from eval.data import Document, RetrievalDataset
+    >>> from sentence_transformers import SentenceTransformer                     # doctest: +SKIP
+    >>> dev = RetrievalDataset("dev", {"d1": Document("d1", "aspirin lowers fever"),
+    ...                                "d2": Document("d2", "insulin treats diabetes")},
+    ...                        {"q1": "what reduces a fever"}, {"q1": {"d1": 1}})
+    >>> evaluator = DenseRetrievalEvaluator(dev)
+    >>> evaluator(SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2"))  # doctest: +SKIP
+    {'dev_ndcg@10': 1.0, 'dev_mrr@10': 1.0, 'dev_recall@100': 1.0}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from sentence_transformers.base.evaluation import BaseEvaluator
+
+from eval.data import RetrievalDataset
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100")
+
+
+def exact_search(query_emb: np.ndarray, doc_emb: np.ndarray, query_ids: list[str], doc_ids: list[str],
+                 k: int) -> dict[str, dict[str, float]]:
+    """Top-``k`` documents per query by inner product of normalised embeddings (cosine)."""
+    scores = query_emb @ doc_emb.T
+    k = min(k, len(doc_ids))
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(query_ids)}
+
+
+def ranx_scores(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
+                metrics: tuple[str, ...] = DEFAULT_METRICS) -> dict[str, float]:
+    """Score ``run`` against ``qrels`` with ranx; every judged query counts (missing runs score 0)."""
+    from ranx import Qrels, Run, evaluate
+
+    # make_comparable scores judged queries without hits as 0 and ignores runs for unjudged queries.
+    hits = {q: docs for q, docs in run.items() if docs}
+    if not hits:
+        return {m: 0.0 for m in metrics}
+    values = evaluate(Qrels(qrels), Run(hits), list(metrics), make_comparable=True)
+    if not isinstance(values, dict):
+        values = {metrics[0]: values}
+    return {m: float(values[m]) for m in metrics}
+
+
+class DenseRetrievalEvaluator(BaseEvaluator):
+    """Encode a dev corpus and its queries with the model being trained; report ranx metrics.
+
+    Args:
+        dataset: the dev queries, corpus and qrels (e.g. :attr:`TripletTrainingData.dev` or a BEIR dev split).
+        query_prompt / document_prompt: prompts used at encoding time ("" for none).
+        name: metric prefix; the trainer logs ``eval_<name>_ndcg@10``.
+        metrics: ranx metric names; the first is the primary one used to pick the best checkpoint.
+        batch_size: encoding batch size.
+    """
+
+    def __init__(self, dataset: RetrievalDataset, query_prompt: str = "", document_prompt: str = "",
+                 name: str = "dev", metrics: tuple[str, ...] = DEFAULT_METRICS, batch_size: int = 32,
+                 show_progress_bar: bool = False):
+        super().__init__()
+        if not dataset.queries or not dataset.corpus:
+            raise ValueError("dev evaluation needs at least one query and one document")
+        self.dataset = dataset
+        self.query_prompt, self.document_prompt = query_prompt, document_prompt
+        self.name = name
+        self.metrics = tuple(metrics)
+        self.batch_size = batch_size
+        self.show_progress_bar = show_progress_bar
+        self.primary_metric = self.metrics[0]
+        self.history: list[dict[str, Any]] = []
+
+    def retrieve(self, model) -> dict[str, dict[str, float]]:
+        from bi_encoder.encoder import DenseEncoder
+
+        encoder = DenseEncoder("<model being trained>",
+                               query_prompt=self.query_prompt, document_prompt=self.document_prompt,
+                               batch_size=self.batch_size, model=model)
+        qids, doc_ids = list(self.dataset.queries), list(self.dataset.corpus)
+        q_emb = encoder.encode_queries([self.dataset.queries[q] for q in qids])
+        d_emb = encoder.encode_documents([self.dataset.corpus[d].full_text for d in doc_ids],
+                                         show_progress=self.show_progress_bar)
+        return exact_search(q_emb, d_emb, qids, doc_ids, k=100)
+
+    def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        try:
+            run = self.retrieve(model)
+        finally:
+            model.train(was_training)
+        values = ranx_scores(self.dataset.qrels, run, self.metrics)
+        self.history.append({"epoch": epoch, "step": steps, **values})
+        logger.info("dev evaluation (epoch %s, step %s): %s", epoch, steps,
+                    ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        metrics = self.prefix_name_to_metrics(values, self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"queries": len(self.dataset.queries), "documents": len(self.dataset.corpus),
+                "query_prompt": self.query_prompt, "document_prompt": self.document_prompt}

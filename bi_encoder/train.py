@@ -1,0 +1,360 @@
+"""Fine-tune a sentence-transformers bi-encoder on colmed triplets, the MedEmbed way.
+
+The loop is sentence-transformers' own :class:`~sentence_transformers.SentenceTransformerTrainer`:
+:class:`~sentence_transformers.losses.MultipleNegativesRankingLoss` (in-batch + mined hard negatives,
+``scale = 1/temperature``) or its GradCache variant
+:class:`~sentence_transformers.losses.CachedMultipleNegativesRankingLoss` for large effective batches on
+small GPUs, optionally wrapped in :class:`~sentence_transformers.losses.MatryoshkaLoss`; a no-duplicates
+batch sampler (a duplicate text in a batch would be a false in-batch negative); query/document prompts
+through the training arguments; dev nDCG@10 via ranx at every evaluation with the best checkpoint kept.
+
+On disk::
+
+    <out>/                   finished model only: SentenceTransformer(<out>) loads it; README.md model card;
+                             manifest.json (config, data hashes, versions, git sha, metrics, timings)
+    <out>.checkpoints/       resumable trainer checkpoints (removed after success unless keep_checkpoints)
+
+Multi-GPU: run the same command under torchrun, e.g.
+``torchrun --nproc_per_node 4 -m colmed.cli train bi-encoder --triplets T --base B --out O``; the trainer
+shards batches and the loss gathers embeddings across devices so in-batch negatives span all GPUs.
+
+Example:
+    >>> from bi_encoder.config import BiEncoderTrainingConfig
+    >>> cfg = BiEncoderTrainingConfig(base_model="sentence-transformers/all-MiniLM-L6-v2",
+    ...                               triplets="runs/nfcorpus-triplets", out="runs/minilm-nfcorpus")
+    >>> result = train_bi_encoder(cfg)                                  # doctest: +SKIP
+    >>> result.best_dev_metric, result.base_dev_metrics["dev_ndcg@10"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bi_encoder.config import BiEncoderTrainingConfig
+from bi_encoder.data import TripletTrainingData, truncate_to_tokens
+from colmed.errors import IndexExistsError, InputError
+from colmed.io import atomic_directory, write_json
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "colmed_train_config.json"
+# Fields that may change between a run and its resumption without changing what is being trained.
+RESUMABLE_CHANGES = {"epochs", "max_steps", "eval_steps", "logging_steps", "save_total_limit",
+                     "dataloader_workers", "keep_checkpoints", "out", "checkpoint_dir"}
+
+
+@dataclass
+class TrainingResult:
+    """What a finished run produced: the model directory and its measured numbers."""
+
+    model_dir: Path
+    base_dev_metrics: dict[str, float]
+    best_dev_metric: float | None
+    best_checkpoint: str | None
+    train_seconds: float
+    global_steps: int
+    data_stats: dict[str, int] = field(default_factory=dict)
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, overwrite: bool = False,
+                     callbacks: list | None = None) -> TrainingResult:
+    """Run one fine-tuning job described by ``config``; see the module docstring for the layout.
+
+    ``resume`` continues from the newest checkpoint in ``config.checkpoints_path``; ``overwrite`` replaces
+    a finished ``config.out`` and discards old checkpoints. Without either, existing outputs are refused.
+    ``callbacks`` are extra :class:`transformers.TrainerCallback` objects handed to the trainer.
+    """
+    import torch
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from bi_encoder.prompts import resolve_prompts
+
+    if not config.triplets:
+        raise InputError("no triplets given", field="triplets")
+    if not config.out:
+        raise InputError("no output directory given", field="out")
+    out = Path(config.out)
+    if out.exists() and not overwrite:
+        raise IndexExistsError(f"{out}: already exists; pass --overwrite to replace it")
+    ckpt_dir = config.checkpoints_path
+    last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite,
+                                              find_last=get_last_checkpoint)
+
+    data = TripletTrainingData.from_path(config.triplets, num_negatives=config.num_negatives,
+                                         max_train_samples=config.max_train_samples, seed=config.seed)
+    logger.info("training rows: %d; data: %s", len(data.train), data.stats)
+
+    try:
+        model = SentenceTransformer(config.base_model)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot load base model ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                         path=config.base_model, field="base_model") from None
+    query_prompt, document_prompt = resolve_prompts(config.base_model, config.query_prompt,
+                                                    config.document_prompt)
+    # Stored in the saved config_sentence_transformers.json: DenseEncoder and encode_query/encode_document
+    # then use exactly the prompts the model was trained with.
+    model.prompts = {**model.prompts, "query": query_prompt, "document": document_prompt}
+    # Training may cut passages shorter than the model reads them at inference (cheaper steps); the saved
+    # model keeps the base model's own limit so indexing encodes documents exactly as the base did.
+    inference_max_seq_length = model.max_seq_length
+    model.max_seq_length = config.passage_max_length
+    model.model_card_data.local_files_only = True  # no hub look-ups while writing the card
+    model.model_card_data.train_datasets = [{"name": f"colmed triplets ({Path(config.triplets).name})"}]
+
+    train = data.train
+    if config.query_max_length < config.passage_max_length:
+        train = train.map(lambda batch: {"anchor": truncate_to_tokens(batch["anchor"], model.tokenizer,
+                                                                      config.query_max_length)},
+                          batched=True, desc="truncating queries")
+
+    loss = _build_loss(model, config)
+    evaluator, dev_name = _build_evaluator(config, data, query_prompt, document_prompt)
+    base_dev: dict[str, float] = {}
+    if evaluator is not None and last_checkpoint is None:
+        base_dev = evaluator(model)
+        logger.info("base model dev: %s", base_dev)
+    # Written only once inputs and model have loaded, so a bad argument leaves nothing behind.
+    if last_checkpoint is None and _is_main_process():
+        write_json(ckpt_dir / CONFIG_NAME, {"config": config.to_dict(), "base_dev_metrics": base_dev})
+
+    precision = _resolve_precision(config.precision, torch)
+    column_prompts = {c: (query_prompt if c == "anchor" else document_prompt) for c in train.column_names}
+    steps_per_epoch = max(1, len(train) // _world_size() // config.batch_size)
+    eval_every = config.eval_steps or steps_per_epoch
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        prompts=column_prompts if any(column_prompts.values()) else None,
+        eval_strategy="steps" if evaluator is not None else "no",
+        eval_steps=eval_every,
+        save_strategy="steps",
+        save_steps=eval_every,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model=f"eval_{dev_name}_{evaluator.metrics[0]}" if evaluator is not None else None,
+        greater_is_better=True,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        dataloader_num_workers=config.dataloader_workers,
+        ddp_find_unused_parameters=False,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                                         evaluator=evaluator, callbacks=callbacks)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
+    train_seconds = time.perf_counter() - started
+
+    result = TrainingResult(
+        model_dir=out, base_dev_metrics=base_dev or _read_base_dev(ckpt_dir),
+        best_dev_metric=trainer.state.best_metric, best_checkpoint=trainer.state.best_model_checkpoint,
+        train_seconds=train_seconds, global_steps=trainer.state.global_step, data_stats=data.stats,
+        log_history=list(trainer.state.log_history))
+    base_primary = result.base_dev_metrics.get(f"dev_{evaluator.metrics[0]}") if evaluator is not None else None
+    if base_primary is not None and result.best_dev_metric is not None and result.best_dev_metric < base_primary:
+        # Checkpoint selection only sees fine-tuned checkpoints; say plainly when none beat the start.
+        logger.warning("no checkpoint beat the base model on dev (%s %.4f < base %.4f); saving the best "
+                       "fine-tuned one anyway", evaluator.metrics[0], result.best_dev_metric, base_primary)
+    model.max_seq_length = inference_max_seq_length
+    if trainer.is_world_process_zero():
+        _save_model(model, config, data, result, precision, overwrite=overwrite,
+                    dev_source=_dev_description(config, data))
+        if not config.keep_checkpoints:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return result
+
+
+def _prepare_checkpoint_dir(ckpt_dir: Path, config: BiEncoderTrainingConfig, resume: bool, overwrite: bool,
+                            find_last) -> Path | None:
+    """Decide where training starts: fresh, or the newest checkpoint of the same configuration."""
+    existing = find_last(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if existing and not resume and not overwrite:
+        raise IndexExistsError(f"{ckpt_dir}: holds checkpoints of an earlier run; pass --resume to continue "
+                               f"it or --overwrite to start over")
+    if overwrite and not resume and ckpt_dir.is_dir():
+        if _is_main_process():
+            for child in ckpt_dir.glob("checkpoint-*"):
+                shutil.rmtree(child)
+        existing = None
+    saved = ckpt_dir / CONFIG_NAME
+    if existing and saved.is_file():
+        before = json.loads(saved.read_text(encoding="utf-8"))["config"]
+        changed = sorted(k for k, v in config.to_dict().items()
+                         if k not in RESUMABLE_CHANGES and before.get(k) != v)
+        if changed:
+            raise InputError(f"cannot resume with changed settings ({', '.join(changed)}); "
+                             f"use the original settings or --overwrite", path=saved, field=changed[0])
+    if resume and not existing:
+        logger.warning("%s: no checkpoint to resume from; starting from the base model", ckpt_dir)
+    return Path(existing) if existing else None
+
+
+def _build_loss(model, config: BiEncoderTrainingConfig):
+    from sentence_transformers import losses
+
+    gather = _world_size() > 1
+    if config.loss == "cached_mnrl":
+        loss = losses.CachedMultipleNegativesRankingLoss(model, scale=config.scale,
+                                                         mini_batch_size=config.mini_batch_size,
+                                                         gather_across_devices=gather)
+    else:
+        loss = losses.MultipleNegativesRankingLoss(model, scale=config.scale, gather_across_devices=gather)
+    if config.matryoshka_dims:
+        dims = [d for d in config.matryoshka_dims if d <= model.get_embedding_dimension()]
+        if not dims:
+            raise InputError(f"no Matryoshka dimension fits the model's {model.get_embedding_dimension()} dims",
+                             field="matryoshka_dims")
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=dims)
+    return loss
+
+
+def _build_evaluator(config: BiEncoderTrainingConfig, data: TripletTrainingData, query_prompt: str,
+                     document_prompt: str):
+    from bi_encoder.dev_eval import DenseRetrievalEvaluator
+
+    if not config.dev:
+        return None, ""
+    if config.dev == "triplets":
+        dev = data.dev
+        if dev is None:
+            logger.warning("no dev-split triplets: training without dev evaluation (last step is kept)")
+            return None, ""
+    else:
+        from eval.data import load_dataset
+        dev = load_dataset(config.dev, split=config.dev_split)
+    if config.dev_max_queries or config.dev_max_docs:
+        dev = dev.subset(max_queries=config.dev_max_queries, max_docs=config.dev_max_docs)
+    return DenseRetrievalEvaluator(dev, query_prompt, document_prompt, name="dev", batch_size=config.batch_size,
+                                   show_progress_bar=True), "dev"
+
+
+def _dev_description(config: BiEncoderTrainingConfig, data: TripletTrainingData) -> dict[str, Any]:
+    if config.dev == "triplets":
+        return {"source": "dev split of the triplets", "queries": data.stats.get("dev_queries", 0),
+                "documents": data.stats.get("dev_docs", 0), "max_queries": config.dev_max_queries}
+    return {"source": config.dev, "split": config.dev_split, "max_queries": config.dev_max_queries,
+            "max_docs": config.dev_max_docs}
+
+
+def _read_base_dev(ckpt_dir: Path) -> dict[str, float]:
+    saved = ckpt_dir / CONFIG_NAME
+    if saved.is_file():
+        return json.loads(saved.read_text(encoding="utf-8")).get("base_dev_metrics", {})
+    return {}
+
+
+def _resolve_precision(precision: str, torch) -> str:
+    if precision != "auto":
+        if precision in ("bf16", "fp16") and not torch.cuda.is_available():
+            raise InputError(f"{precision} training needs a GPU", field="precision")
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _save_model(model, config: BiEncoderTrainingConfig, data: TripletTrainingData, result: TrainingResult,
+                precision: str, overwrite: bool, dev_source: dict[str, Any]) -> None:
+    """Write the finished model atomically: a complete directory appears at ``out`` or nothing does."""
+    from indexes.base import package_versions
+
+    manifest = {
+        "kind": "colmed-bi-encoder",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "base_model": config.base_model,
+        "config": config.to_dict(),
+        "loss": {"name": config.loss, "scale": config.scale, "temperature": config.temperature,
+                 "matryoshka_dims": config.matryoshka_dims},
+        "precision": precision,
+        "max_seq_length": {"training_passages": config.passage_max_length,
+                           "training_queries": config.query_max_length, "inference": model.max_seq_length},
+        "world_size": _world_size(),
+        "prompts": {"query": model.prompts.get("query", ""), "document": model.prompts.get("document", "")},
+        "data": {**data.source, "stats": data.stats},
+        "dev": dev_source,
+        "metrics": {"base_dev": result.base_dev_metrics, "best_dev": result.best_dev_metric,
+                    "best_checkpoint": Path(result.best_checkpoint).name if result.best_checkpoint else None,
+                    "dev_history": [h for h in result.log_history if any(k.startswith("eval_") for k in h)]},
+        "train_seconds": round(result.train_seconds, 1),
+        "global_steps": result.global_steps,
+        "versions": package_versions(("datasets", "accelerate")),
+        "git_sha": git_sha(),
+    }
+    with atomic_directory(config.out, overwrite=overwrite) as tmp:
+        model.save(str(tmp))
+        write_json(tmp / "manifest.json", manifest)
+        card = tmp / "README.md"
+        existing = card.read_text(encoding="utf-8") if card.is_file() else ""
+        card.write_text(existing + "\n\n" + _colmed_card_section(manifest), encoding="utf-8")
+
+
+def _colmed_card_section(manifest: dict[str, Any]) -> str:
+    cfg = manifest["config"]
+    base_dev = manifest["metrics"]["base_dev"]
+    hyper = ["epochs", "max_steps", "batch_size", "learning_rate", "warmup_ratio", "weight_decay", "temperature",
+             "loss", "num_negatives", "matryoshka_dims", "query_max_length", "passage_max_length", "seed"]
+    lines = [
+        "## colmed training",
+        "",
+        f"- **Base model:** `{manifest['base_model']}`",
+        f"- **Preset:** {cfg.get('preset') or 'none'}",
+        f"- **Triplets:** `{manifest['data'].get('path')}` (sha256 `{manifest['data'].get('sha256', '')[:16]}...`)",
+        f"- **Data manifest:** `{manifest['data'].get('data_manifest', 'n/a')}`",
+        f"- **Data counts:** " + ", ".join(f"{k}={v}" for k, v in sorted(manifest["data"]["stats"].items())),
+        f"- **Prompts:** query {manifest['prompts']['query']!r}, document {manifest['prompts']['document']!r}",
+        f"- **Precision:** {manifest['precision']}, GPUs/processes: {manifest['world_size']}",
+        f"- **Training time:** {manifest['train_seconds']} s, {manifest['global_steps']} steps",
+        "",
+        "| hyperparameter | value |",
+        "|---|---|",
+        *[f"| {k} | {cfg.get(k)} |" for k in hyper],
+        "",
+        f"Dev evaluation ({manifest['dev'].get('source')}): base model "
+        + (", ".join(f"{k}={v:.4f}" for k, v in base_dev.items()) if base_dev else "not measured")
+        + (f"; best fine-tuned ndcg@10={manifest['metrics']['best_dev']:.4f}"
+           f" ({manifest['metrics']['best_checkpoint']})" if manifest["metrics"]["best_dev"] is not None else ""),
+        "",
+        "Full configuration, input hashes and package versions: `manifest.json`.",
+        "",
+    ]
+    return "\n".join(lines)
