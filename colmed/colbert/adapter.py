@@ -1,0 +1,271 @@
+"""The one place colmed calls colbert-ai: training, PLAID indexing and PLAID search, in-process.
+
+Every call here
+
+* applies :mod:`colmed.colbert.compat` (transformers-5 init fix, one C++ extension cache),
+* runs inside its own ``with Run().context(...)`` with ``nranks=1`` and ``avoid_fork_if_possible`` so that
+  nothing is forked (a crashed forked child hangs colbert-ai's parent forever) and colbert-ai's global run
+  stack is back to where it was when the call returns, whatever happens,
+* gives colbert-ai a private scratch ``root`` so it never writes ``experiments/`` into the working dir,
+* restores ``CUDA_VISIBLE_DEVICES``, which colbert-ai's in-process launcher overwrites.
+
+Higher layers (:mod:`colmed.colbert.training`, :mod:`colmed.colbert.index`) speak plain Python types.
+
+Example:
+    >>> from colmed.colbert.adapter import PlaidSearcher, build_plaid   # doctest: +SKIP
+    >>> stats = build_plaid("ckpt/", ["aspirin lowers fever", "insulin for diabetes"], "idx/plaid",
+    ...                     nbits=2, doc_maxlen=180, index_bsize=32, scratch="idx/.scratch")  # doctest: +SKIP
+    >>> searcher = PlaidSearcher("idx/plaid", "ckpt/", num_docs=2)                            # doctest: +SKIP
+    >>> searcher.search_batch(["fever medicine"], k=1, ncells=2, ndocs=1024,
+    ...                       centroid_score_threshold=0.45)                                  # doctest: +SKIP
+    [([0], [12.3])]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from colmed.colbert.compat import apply_compat, reuse_sample_embeddings, single_process_ddp
+from colmed.errors import InputError
+
+
+def resolve_device(device: str | None) -> str:
+    """colbert-ai decides CPU vs GPU at import time from the visible GPUs; check a request against that."""
+    has_gpu = torch.cuda.device_count() > 0
+    if device in (None, "", "auto"):
+        return "cuda" if has_gpu else "cpu"
+    if device.startswith("cuda"):
+        if not has_gpu:
+            raise InputError(f"device {device!r} requested but no CUDA GPU is visible", field="device")
+        return "cuda"
+    if device == "cpu":
+        if has_gpu:
+            # colbert-ai reads torch.cuda.device_count() at import; it cannot be told to ignore a GPU later.
+            raise InputError("colbert-ai always uses a visible GPU; run with CUDA_VISIBLE_DEVICES= to force CPU",
+                             field="device")
+        return "cpu"
+    raise InputError(f"unknown device {device!r}; use cpu, cuda or leave it unset", field="device")
+
+
+@contextlib.contextmanager
+def _colbert_run(scratch: str | Path, **run_settings) -> Iterator[Any]:
+    """One isolated colbert-ai run context: in-process, single rank, private scratch root."""
+    apply_compat()
+    from colbert.infra import Run, RunConfig
+
+    # colbert-ai only writes under root when code we do not call asks it to; point it somewhere private anyway.
+    run_config = RunConfig(nranks=1, avoid_fork_if_possible=True, root=str(scratch), experiment="colmed",
+                           name="run", amp=torch.cuda.is_available(), **run_settings)
+    saved_cuda_env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        with Run().context(run_config), warnings.catch_warnings():
+            if not torch.cuda.is_available():
+                # colbert-ai hard-codes torch.cuda.amp in its inference Checkpoint; on CPU that only warns.
+                warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\..*")
+                warnings.filterwarnings("ignore", message=r".*CUDA is not available.*")
+            yield run_config
+    finally:
+        if saved_cuda_env is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved_cuda_env
+
+
+@contextlib.contextmanager
+def _patched(obj: Any, name: str, value: Any) -> Iterator[None]:
+    original = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, original)
+
+
+@contextlib.contextmanager
+def _quiet(log: io.TextIOBase | None, stderr: bool = False) -> Iterator[None]:
+    """Send colbert-ai's chatty prints (configs, per-step scores) to ``log`` instead of the terminal.
+
+    ``stderr=True`` also captures progress bars, for steps too short to need them (loading an index).
+    """
+    sink = log if log is not None else io.StringIO()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.redirect_stdout(sink))
+        if stderr:
+            stack.enter_context(contextlib.redirect_stderr(sink))
+        yield
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class ColbertTrainingData:
+    """Training data in colbert-ai's in-memory shapes (pids are list positions, qids dict keys)."""
+
+    examples: list[list]          # [qid, pid, pid, ...] or [qid, [pid, score], ...] when distilling
+    queries: dict[int, str]
+    collection: list[str]
+
+
+def train(data: ColbertTrainingData, base: str, save_dir: Path, *, settings: dict[str, Any], scratch: Path,
+          on_step: Callable[[int, float], None] | None = None, log: io.TextIOBase | None = None) -> Path:
+    """Train with colbert-ai's own training loop; return the folder of the final checkpoint.
+
+    ``settings`` are ColBERTConfig fields (bsize, lr, maxsteps, nway, dim, doc_maxlen, query_maxlen,
+    use_ib_negatives, warmup, ignore_scores, distillation_alpha ...). ``on_step(step, loss)`` receives the
+    loss of every batch.
+    """
+    with _colbert_run(scratch) as run_config:
+        import colbert.training.training as colbert_training
+        from colbert.infra import ColBERTConfig
+        from colbert.infra.launcher import Launcher
+
+        config = ColBERTConfig(checkpoint=str(base), nranks=1, avoid_fork_if_possible=True, **settings)
+        save_dir = Path(save_dir)
+        original_manage = colbert_training.manage_checkpoints
+
+        def manage_checkpoints(args, colbert, optimizer, batch_idx, savepath=None, consumed_all_triples=False):
+            # Upstream saves under Run().path_, which asserts the entry script ends in .py (the `colmed`
+            # console script does not); saving into our own folder also keeps the output atomic.
+            return original_manage(args, colbert, optimizer, batch_idx, savepath=str(save_dir),
+                                   consumed_all_triples=consumed_all_triples)
+
+        state = {"ema": None}
+        original_print = colbert_training.print_message
+
+        def print_message(*args, **kwargs):
+            # The loop logs `print_message(batch_idx, train_loss)` where train_loss is an EMA
+            # (mu=0.999, seeded with the first batch's loss); invert it to recover each batch's own loss.
+            if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], float):
+                step, ema = args
+                prev = state["ema"]
+                loss = ema if prev is None else (ema - 0.999 * prev) / 0.001
+                state["ema"] = ema
+                if on_step is not None:
+                    on_step(step, loss)
+            return original_print(*args, **kwargs)
+
+        launcher = Launcher(colbert_training.train, run_config)
+        with _quiet(log), single_process_ddp(), \
+                _patched(colbert_training, "manage_checkpoints", manage_checkpoints), \
+                _patched(colbert_training, "print_message", print_message):
+            path = launcher.launch_without_fork(config, data.examples, data.queries, data.collection)
+    if not path or not Path(path).is_dir():
+        raise RuntimeError(f"colbert-ai training returned no checkpoint (got {path!r})")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------- indexing
+
+
+def build_plaid(checkpoint: str, passages: list[str], index_path: Path, *, nbits: int, doc_maxlen: int,
+                index_bsize: int, scratch: Path, kmeans_niters: int = 4, log: io.TextIOBase | None = None,
+                reuse_sample_encodings: bool = True) -> dict[str, Any]:
+    """Build a PLAID index of ``passages`` (pid = list position) at ``index_path`` (must not exist).
+
+    ``reuse_sample_encodings=False`` keeps colbert-ai's upstream behaviour (encode the k-means sample, then
+    encode everything again); it exists to measure the saving.
+    """
+    index_path = Path(index_path)
+    if index_path.exists():
+        raise InputError("PLAID index folder already exists", path=index_path)
+    with _colbert_run(scratch):
+        from colbert import Indexer
+        from colbert.infra import ColBERTConfig
+
+        config = ColBERTConfig(nbits=nbits, doc_maxlen=doc_maxlen, index_bsize=index_bsize,
+                               kmeans_niters=kmeans_niters, index_path=str(index_path), nranks=1,
+                               avoid_fork_if_possible=True)
+        reuse = reuse_sample_embeddings() if reuse_sample_encodings else _count_encodings()
+        with _quiet(log), reuse as counters:
+            indexer = Indexer(checkpoint=str(checkpoint), config=config, verbose=1)
+            indexer.index(name=index_path.name, collection=list(passages), overwrite=False)
+            index_config = indexer.config
+    return {"encoded_passages": counters["encoded_passages"], "reused_sample_encodings": counters["hits"],
+            "query_maxlen": index_config.query_maxlen, "dim": index_config.dim}
+
+
+@contextlib.contextmanager
+def _count_encodings() -> Iterator[dict[str, int]]:
+    from colbert.indexing.collection_encoder import CollectionEncoder
+
+    counters = {"hits": 0, "encoded_passages": 0}
+    original = CollectionEncoder.encode_passages
+
+    def encode_passages(self, passages):
+        counters["encoded_passages"] += len(passages)
+        return original(self, passages)
+
+    with _patched(CollectionEncoder, "encode_passages", encode_passages):
+        yield counters
+
+
+# --------------------------------------------------------------------------------------------- search
+
+
+class PlaidSearcher:
+    """colbert-ai's ``Searcher`` over one PLAID index, with the search knobs passed on every call.
+
+    colbert-ai's Searcher fills ``ncells``/``ndocs``/``centroid_score_threshold`` into its config on its first
+    call and keeps them; setting them explicitly before each call makes every call use what it asks for.
+    """
+
+    def __init__(self, index_path: str | Path, checkpoint: str, num_docs: int, *, scratch: str | Path | None = None,
+                 query_maxlen: int | None = None, log: io.TextIOBase | None = None):
+        self.index_path = Path(index_path)
+        self._scratch = Path(scratch) if scratch else self.index_path.parent / ".colbert-scratch"
+        with _colbert_run(self._scratch):
+            from colbert import Searcher
+            from colbert.infra import ColBERTConfig
+
+            overrides = {"query_maxlen": query_maxlen} if query_maxlen else {}
+            # Searcher insists on a collection but only ranks pids; a placeholder keeps the texts out of memory.
+            placeholder = [""] * num_docs
+            with _quiet(log, stderr=True):
+                self._searcher = Searcher(index=str(self.index_path.resolve()), checkpoint=str(checkpoint),
+                                          collection=placeholder, config=ColBERTConfig(**overrides), verbose=0)
+        self.dim = self._searcher.config.dim
+        self.query_maxlen = self._searcher.config.query_maxlen
+
+    @property
+    def raw(self):
+        """The wrapped ``colbert.Searcher`` (used by the overhead benchmark)."""
+        return self._searcher
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        with _colbert_run(self._scratch):
+            return self._searcher.encode(list(texts))
+
+    def search_batch(self, texts: Sequence[str], k: int, *, ncells: int, ndocs: int,
+                     centroid_score_threshold: float) -> list[tuple[list[int], list[float]]]:
+        """Encode ``texts`` in one batch, then rank each; returns ``[(pids, scores)]`` per text."""
+        if not texts:
+            return []
+        with _colbert_run(self._scratch):
+            self._searcher.configure(ncells=ncells, ndocs=ndocs, centroid_score_threshold=centroid_score_threshold)
+            Q = self._searcher.encode(list(texts))
+            out = []
+            for i in range(Q.size(0)):
+                pids, _, scores = self._searcher.dense_search(Q[i:i + 1], k=k)
+                out.append((list(pids), [float(s) for s in scores]))
+        return out
+
+
+def colbert_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("colbert-ai")
+    except metadata.PackageNotFoundError:  # pragma: no cover - colbert-ai is a hard dependency
+        return "unknown"
+
+
+__all__ = ["ColbertTrainingData", "PlaidSearcher", "build_plaid", "colbert_version", "resolve_device", "train"]

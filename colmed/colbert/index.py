@@ -1,0 +1,173 @@
+"""PLAID (ColBERTv2) indexes behind colmed's shared :class:`~indexes.base.Retriever` interface.
+
+An index directory written by ``build_index("colbert", ...)`` holds::
+
+    <dir>/manifest.json   kind "colbert", model (checkpoint), dims, settings, stats ...
+    <dir>/docs.jsonl      pid -> string document id and title (colbert-ai's pids are line positions)
+    <dir>/plaid/          colbert-ai's PLAID index, untouched (usable with colbert-ai's own Searcher)
+
+Search settings follow colbert-ai's defaults for the requested ``k`` unless given explicitly
+(``ncells``, ``ndocs``, ``centroid_score_threshold``); they are passed on every call.
+
+Example:
+    >>> from indexes.base import build_index, load_index
+    >>> from eval.data import load_dataset
+    >>> ds = load_dataset("../shared/beir/nfcorpus")                                  # doctest: +SKIP
+    >>> build_index("colbert", ds, "runs/nfcorpus-plaid", model="runs/colbert-minilm",
+    ...             nbits=2, doc_maxlen=300)                                          # doctest: +SKIP
+    >>> index = load_index("runs/nfcorpus-plaid")                                     # doctest: +SKIP
+    >>> index.search({"q1": "statins and breast cancer"}, k=3)                        # doctest: +SKIP
+    {'q1': {'MED-2427': 24.1, 'MED-10': 23.8, 'MED-2429': 23.5}}
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from colmed.errors import InputError
+from indexes.base import IndexManifest, Results, read_docs, write_docs
+
+PLAID_SUBDIR = "plaid"
+
+
+def search_settings_for_k(k: int) -> dict[str, Any]:
+    """colbert-ai's own defaults for a given ``k`` (``Searcher.dense_search``), stated once and recorded."""
+    if k <= 10:
+        return {"ncells": 1, "centroid_score_threshold": 0.5, "ndocs": 256}
+    if k <= 100:
+        return {"ncells": 2, "centroid_score_threshold": 0.45, "ndocs": 1024}
+    return {"ncells": 4, "centroid_score_threshold": 0.4, "ndocs": max(k * 4, 4096)}
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_maxlen: int = 300,
+                      batch_size: int = 32, device: str | None = None, kmeans_niters: int = 4,
+                      reuse_sample_encodings: bool = True, **extra) -> IndexManifest:
+    """Encode ``dataset.corpus`` with the ColBERT checkpoint ``model`` into a PLAID index in ``out_dir``.
+
+    Called by :func:`indexes.base.build_index`, which owns ``out_dir`` (a temp dir renamed on success) and
+    writes the manifest returned here. Documents are indexed as ``Document.full_text`` (title, then text).
+    On corpora small enough that colbert-ai's k-means sample is the whole corpus, the sample's encodings
+    are reused for the index (``reuse_sample_encodings``) instead of encoding every document twice.
+    """
+    from colmed.colbert import adapter
+
+    unknown = {k: v for k, v in extra.items() if v is not None}
+    if unknown:
+        raise InputError(f"unknown option(s) for the colbert index: {', '.join(sorted(unknown))}")
+    if not model:
+        raise InputError("a ColBERT checkpoint is required (--model)", field="model")
+    if nbits not in (1, 2, 4, 8):
+        raise InputError(f"nbits must be 1, 2, 4 or 8, got {nbits}", field="nbits")
+    resolved_device = adapter.resolve_device(device)
+    if Path(model).exists():  # a local checkpoint: record it so the index loads from any working directory
+        model = str(Path(model).resolve())
+    out_dir = Path(out_dir)
+    doc_ids = dataset.doc_ids()
+    documents = [dataset.corpus[d] for d in doc_ids]
+    # colbert-ai's collection is one passage per line; it reads lists in memory, but keep texts single-line
+    # so the index matches what its TSV loader would have seen.
+    passages = [" ".join(doc.full_text.split()) for doc in documents]
+    write_docs(out_dir, doc_ids, [doc.title for doc in documents])
+
+    started = time.time()
+    log = io.StringIO()
+    info = adapter.build_plaid(str(model), passages, out_dir / PLAID_SUBDIR, nbits=nbits, doc_maxlen=doc_maxlen,
+                               index_bsize=batch_size, scratch=out_dir / ".scratch", kmeans_niters=kmeans_niters,
+                               log=log, reuse_sample_encodings=reuse_sample_encodings)
+    seconds = time.time() - started
+    shutil.rmtree(out_dir / ".scratch", ignore_errors=True)
+
+    import json
+
+    metadata = json.loads((out_dir / PLAID_SUBDIR / "metadata.json").read_text(encoding="utf-8"))
+    num_embeddings = int(metadata["num_embeddings"])
+    plaid_bytes = _dir_bytes(out_dir / PLAID_SUBDIR)
+    settings = {"nbits": nbits, "doc_maxlen": doc_maxlen, "query_maxlen": info["query_maxlen"],
+                "index_bsize": batch_size, "kmeans_niters": kmeans_niters, "device": resolved_device,
+                "reuse_sample_encodings": reuse_sample_encodings,
+                "num_partitions": metadata.get("num_partitions"),
+                "search": {"k<=10": search_settings_for_k(10), "k<=100": search_settings_for_k(100),
+                           "k>100": "ncells=4, centroid_score_threshold=0.4, ndocs=max(4k, 4096)"}}
+    stats = {"num_embeddings": num_embeddings, "avg_doclen": round(num_embeddings / max(1, len(doc_ids)), 2),
+             "index_bytes": plaid_bytes, "bytes_per_token": round(plaid_bytes / max(1, num_embeddings), 2),
+             "build_seconds": round(seconds, 2), "encoded_passages": info["encoded_passages"],
+             "reused_sample_encodings": info["reused_sample_encodings"]}
+    from indexes.base import package_versions
+
+    return IndexManifest(kind="colbert", model=str(model), dims=int(info["dim"]), num_docs=len(doc_ids),
+                         settings=settings, stats=stats, versions=package_versions())
+
+
+class PlaidIndex:
+    """A PLAID index directory opened for search: ``search(queries, k)`` returns string document ids.
+
+    ``ncells``, ``ndocs`` and ``centroid_score_threshold`` given here apply to every search; when not given,
+    colbert-ai's defaults for each call's ``k`` are used (:func:`search_settings_for_k`).
+    """
+
+    def __init__(self, index_dir: str | Path, manifest: IndexManifest, model: str | None = None,
+                 device: str | None = None, ncells: int | None = None, ndocs: int | None = None,
+                 centroid_score_threshold: float | None = None, batch_size: int = 128):
+        from colmed.colbert import adapter
+
+        self.index_dir = Path(index_dir)
+        self.manifest = manifest
+        self.doc_ids, self.titles = read_docs(self.index_dir)
+        plaid = self.index_dir / PLAID_SUBDIR
+        if not (plaid / "metadata.json").is_file():
+            raise InputError("no PLAID index inside (plaid/metadata.json missing)", path=self.index_dir)
+        checkpoint = model or manifest.model
+        if not checkpoint:
+            raise InputError("manifest names no model", path=self.index_dir / "manifest.json", field="model")
+        if Path(checkpoint).is_absolute() and not Path(checkpoint).exists():
+            raise InputError(f"the index's checkpoint {checkpoint} is gone; pass model=<its new location>",
+                             path=self.index_dir / "manifest.json", field="model")
+        self.device = adapter.resolve_device(device)
+        self.overrides = {k: v for k, v in (("ncells", ncells), ("ndocs", ndocs),
+                                            ("centroid_score_threshold", centroid_score_threshold)) if v is not None}
+        self.batch_size = batch_size
+        self._searcher = adapter.PlaidSearcher(plaid, checkpoint, num_docs=len(self.doc_ids),
+                                               query_maxlen=manifest.settings.get("query_maxlen"))
+
+    @classmethod
+    def load(cls, index_dir: str | Path, manifest: IndexManifest, device: str | None = None, **extra) -> "PlaidIndex":
+        """The ``LOADERS["colbert"]`` entry point: open ``index_dir`` described by ``manifest``.
+
+        Accepts ``model`` (another copy of the checkpoint), ``ncells``, ``ndocs``,
+        ``centroid_score_threshold`` and ``batch_size``; options other families use and left unset are ignored.
+        """
+        known = {"model", "ncells", "ndocs", "centroid_score_threshold", "batch_size"}
+        unknown = sorted(k for k, v in extra.items() if k not in known and v is not None)
+        if unknown:
+            raise InputError(f"unknown option(s) for a colbert index: {', '.join(unknown)}")
+        return cls(index_dir, manifest, device=device, **{k: v for k, v in extra.items() if k in known and v is not None})
+
+    def settings_for(self, k: int) -> dict[str, Any]:
+        """The ncells/ndocs/centroid_score_threshold a search with this ``k`` uses."""
+        return {**search_settings_for_k(k), **self.overrides}
+
+    def search(self, queries: Mapping[str, str], k: int = 100) -> Results:
+        """Rank the corpus for each query; ``{qid: {doc_id: score}}`` with at most ``k`` docs, best first."""
+        if k < 1:
+            raise InputError(f"k must be >= 1, got {k}", field="k")
+        qids = list(queries)
+        settings = self.settings_for(k)
+        results: Results = {}
+        for start in range(0, len(qids), self.batch_size):
+            batch = qids[start:start + self.batch_size]
+            ranked = self._searcher.search_batch([queries[q] for q in batch], k, **settings)
+            for qid, (pids, scores) in zip(batch, ranked):
+                results[qid] = {self.doc_ids[p]: s for p, s in zip(pids, scores)}
+        return results
+
+    def search_one(self, text: str, k: int = 10) -> list[tuple[str, float]]:
+        """One query: ``[(doc_id, score)]`` best first."""
+        return list(self.search({"q": text}, k)["q"].items())

@@ -1,0 +1,288 @@
+"""Train a ColBERTv2 model on colmed triplets with colbert-ai, and save a checkpoint others can load.
+
+The output folder is a colbert-ai checkpoint (``config.json``, ``model.safetensors``, tokenizer files and
+``artifact.metadata`` with the ColBERT settings), which colbert-ai, RAGatouille and PyLate load directly,
+plus colmed's ``manifest.json`` (config, versions, data hash, time, loss curve) and ``train.log``
+(colbert-ai's own output). It is built in a temp sibling and renamed at the end, so a crash leaves nothing
+half-written, and an existing folder is only replaced with ``overwrite=True``.
+
+colbert-ai 0.2.22 cannot resume training (its resume code is commented out upstream), so an interrupted
+run restarts from the base model.
+
+Example:
+    >>> from colmed.colbert.training import ColbertTrainingConfig, train_colbert
+    >>> cfg = ColbertTrainingConfig(base="path/to/all-MiniLM-L6-v2", maxsteps=20, bsize=8)  # doctest: +SKIP
+    >>> manifest = train_colbert("runs/triplets/", "runs/colbert-minilm", cfg)              # doctest: +SKIP
+    >>> manifest["final_loss"] < manifest["loss_curve"][0][1]                               # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import random
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colmed.errors import IndexExistsError, InputError
+from colmed.io import atomic_directory, read_jsonl, sha256_file, write_json
+from data_gen.records import TripletRecord
+
+
+@dataclass
+class ColbertTrainingConfig:
+    """Settings of one ``colmed train colbert`` run; every field is also a CLI flag and a YAML key.
+
+    ``nway`` is 1 positive + (nway-1) hard negatives per query; ``None`` picks the smallest number of
+    negatives any usable record has, plus one. ``distill`` trains on ``teacher_scores`` (KL divergence,
+    colbert-ai's distillation) instead of the one-hot positive. ``seed`` orders the training examples;
+    colbert-ai seeds torch itself with 12345. ``dim`` (token embedding size) defaults to the base
+    checkpoint's when it is a ColBERT checkpoint, else 128.
+    """
+
+    base: str = ""
+    nway: int | None = None
+    bsize: int = 32
+    lr: float = 1e-5
+    maxsteps: int = 500
+    warmup: int | None = None
+    doc_maxlen: int = 180
+    query_maxlen: int = 32
+    dim: int | None = None
+    use_ib_negatives: bool = True
+    distill: bool = False
+    distillation_alpha: float = 1.0
+    split: str = "train"
+    seed: int = 12345
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ColbertTrainingConfig":
+        """Read a YAML mapping of field names to values; unknown keys are errors."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("config file not found", path=path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            line = getattr(getattr(e, "problem_mark", None), "line", None)
+            raise InputError(f"malformed YAML ({getattr(e, 'problem', e)})", path=path,
+                             line=None if line is None else line + 1) from None
+        if not isinstance(data, dict):
+            raise InputError("expected a mapping of settings", path=path)
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise InputError(f"unknown setting; choose from {', '.join(sorted(known))}", path=path, field=key)
+        return cls(**data)
+
+    def merged(self, **overrides: Any) -> "ColbertTrainingConfig":
+        """A copy with every non-``None`` override applied (how CLI flags beat the YAML file)."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def validate(self) -> None:
+        checks = [("base", bool(self.base), "required: a colbert checkpoint or a BERT-like model"),
+                  ("bsize", self.bsize >= 1, "must be >= 1"), ("maxsteps", self.maxsteps >= 1, "must be >= 1"),
+                  ("lr", self.lr > 0, "must be > 0"),
+                  ("dim", self.dim is None or self.dim >= 1, "must be >= 1"),
+                  ("nway", self.nway is None or self.nway >= 2, "must be >= 2 (one positive, >= 1 negative)"),
+                  ("doc_maxlen", self.doc_maxlen >= 8, "must be >= 8"),
+                  ("query_maxlen", self.query_maxlen >= 4, "must be >= 4")]
+        for name, ok, message in checks:
+            if not ok:
+                raise InputError(message, field=name)
+
+
+@dataclass
+class PreparedTriplets:
+    """colbert-ai's in-memory training data plus what was kept and dropped, for the manifest."""
+
+    examples: list[list]
+    queries: dict[int, str]
+    collection: list[str]
+    nway: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def read_triplet_records(path: str | Path) -> tuple[Path, list[tuple[int, TripletRecord]]]:
+    """Read triplets from a JSONL file or a folder with ``triplets.jsonl``, keeping line numbers."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "triplets.jsonl"
+    records = [(lineno, TripletRecord.from_dict(rec, path=path, line=lineno)) for lineno, rec in read_jsonl(path)]
+    if not records:
+        raise InputError("no triplets", path=path)
+    return path, records
+
+
+def prepare_triplets(path: Path, records: list[tuple[int, TripletRecord]], config: ColbertTrainingConfig
+                     ) -> PreparedTriplets:
+    """Turn triplet records into colbert-ai's (examples, queries, collection), with integer ids.
+
+    Records of another split, or with fewer than ``nway-1`` negatives, are dropped and counted; a query
+    or passage id that reappears with different text is an error (the data would be ambiguous).
+    """
+    usable = [(n, r) for n, r in records if r.split == config.split]
+    if not usable:
+        raise InputError(f"no records with split {config.split!r}", path=path, field="split")
+    nway = config.nway
+    if nway is None:
+        with_negatives = [len(r.negatives) for _, r in usable if r.negatives]
+        if not with_negatives:
+            raise InputError("no record has hard negatives; colbert-ai training needs nway >= 2",
+                             path=path, field="negatives")
+        nway = 1 + min(with_negatives)
+    kept = [(n, r) for n, r in usable if len(r.negatives) >= nway - 1]
+    if not kept:
+        raise InputError(f"no record has the {nway - 1} negatives nway={nway} needs", path=path, field="negatives")
+
+    qids: dict[str, int] = {}
+    queries: dict[int, str] = {}
+    pids: dict[str, int] = {}
+    collection: list[str] = []
+
+    def pid_of(doc_id: str, text: str, lineno: int, field_name: str) -> int:
+        if doc_id in pids:
+            if collection[pids[doc_id]] != text:
+                raise InputError(f"passage id {doc_id!r} appears earlier with different text", path=path,
+                                 line=lineno, field=field_name)
+            return pids[doc_id]
+        if not text.strip():
+            raise InputError(f"empty passage {doc_id!r}", path=path, line=lineno, field=field_name)
+        pids[doc_id] = len(collection)
+        collection.append(text)
+        return pids[doc_id]
+
+    examples: list[list] = []
+    for lineno, r in kept:
+        if r.query_id in qids:
+            if queries[qids[r.query_id]] != r.query:
+                raise InputError(f"query id {r.query_id!r} appears earlier with different text", path=path,
+                                 line=lineno, field="query")
+        else:
+            if not r.query.strip():
+                raise InputError("empty query", path=path, line=lineno, field="query")
+            qids[r.query_id] = len(qids)
+            queries[qids[r.query_id]] = r.query
+        passage_pids = [pid_of(r.positive_id, r.positive, lineno, "positive")]
+        passage_pids += [pid_of(i, t, lineno, "negatives") for i, t in zip(r.negative_ids, r.negatives)][:nway - 1]
+        if config.distill:
+            scores = r.teacher_scores
+            if not scores or len(scores) < nway:
+                raise InputError(f"--distill needs {nway} teacher scores (positive first, then negatives)",
+                                 path=path, line=lineno, field="teacher_scores")
+            examples.append([qids[r.query_id], *[[p, float(s)] for p, s in zip(passage_pids, scores)]])
+        else:
+            examples.append([qids[r.query_id], *passage_pids])
+
+    if len(examples) < config.bsize:
+        raise InputError(f"only {len(examples)} usable triplets, fewer than one batch (bsize={config.bsize}); "
+                         "lower --bsize", path=path)
+    counts = {"records": len(records), "other_split": len(records) - len(usable),
+              "too_few_negatives": len(usable) - len(kept), "examples": len(examples),
+              "queries": len(queries), "passages": len(collection)}
+    return PreparedTriplets(examples, queries, collection, nway, counts)
+
+
+def _epoch_ordered(examples: list[list], steps: int, bsize: int, seed: int) -> tuple[list[list], int]:
+    """Shuffle per epoch and repeat until ``steps * bsize`` examples exist (colbert-ai stops when they run out)."""
+    rng = random.Random(seed)
+    needed = steps * bsize
+    ordered: list[list] = []
+    epochs = 0
+    while len(ordered) < needed:
+        epoch = list(examples)
+        rng.shuffle(epoch)
+        ordered.extend(epoch)
+        epochs += 1
+    return ordered[:needed], epochs
+
+
+def git_sha(cwd: str | Path | None = None) -> str | None:
+    """The commit of the code that ran, if it runs from a git checkout with commits."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def train_colbert(triplets: str | Path, out: str | Path, config: ColbertTrainingConfig, overwrite: bool = False,
+                  progress: bool = True) -> dict[str, Any]:
+    """Train on ``triplets`` and write the checkpoint folder ``out``; returns the manifest written there."""
+    from tqdm.auto import tqdm
+
+    from colmed.colbert import adapter
+    from indexes.base import package_versions
+
+    config.validate()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise IndexExistsError(f"{out}: already exists; pass --overwrite to replace it")
+    triplets_path, records = read_triplet_records(triplets)
+    prepared = prepare_triplets(triplets_path, records, config)
+    ordered, epochs = _epoch_ordered(prepared.examples, config.maxsteps, config.bsize, config.seed)
+
+    settings = {"bsize": config.bsize, "lr": config.lr, "maxsteps": config.maxsteps, "nway": prepared.nway,
+                "doc_maxlen": config.doc_maxlen, "query_maxlen": config.query_maxlen,
+                **({"dim": config.dim} if config.dim else {}),
+                "use_ib_negatives": config.use_ib_negatives, "warmup": config.warmup,
+                "ignore_scores": not config.distill, "distillation_alpha": config.distillation_alpha,
+                "accumsteps": 1}
+    losses: list[list[float]] = []
+    started = time.time()
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        scratch = tmp / ".scratch"
+        bar = tqdm(total=config.maxsteps, desc="colbert train", unit="step", disable=not progress)
+
+        def on_step(step: int, loss: float) -> None:
+            losses.append([step + 1, round(loss, 6)])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        try:
+            with open(tmp / "train.log", "w", encoding="utf-8") as log:
+                checkpoint = adapter.train(adapter.ColbertTrainingData(ordered, prepared.queries, prepared.collection),
+                                           config.base, tmp / ".checkpoint", settings=settings, scratch=scratch,
+                                           on_step=on_step, log=log)
+        finally:
+            bar.close()
+        for item in checkpoint.iterdir():
+            shutil.move(str(item), tmp / item.name)
+        shutil.rmtree(tmp / ".checkpoint", ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        seconds = time.time() - started
+        window = max(1, len(losses) // 10)
+        manifest = {
+            "kind": "colbert-checkpoint",
+            "config": dataclasses.asdict(config) | {"nway": prepared.nway},
+            "colbert_settings": settings,
+            "base": config.base,
+            "data": {"triplets": str(triplets_path.resolve()), "sha256": sha256_file(triplets_path),
+                     **prepared.counts, "epochs": epochs, "examples_seen": len(ordered)},
+            "training_seconds": round(seconds, 2),
+            "steps": len(losses),
+            "final_loss": sum(l for _, l in losses[-window:]) / len(losses[-window:]) if losses else None,
+            "loss_curve": losses,
+            "versions": package_versions(),
+            "git_sha": git_sha(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def load_manifest(checkpoint_dir: str | Path) -> dict[str, Any]:
+    """Read the ``manifest.json`` colmed wrote beside a trained checkpoint."""
+    path = Path(checkpoint_dir) / "manifest.json"
+    if not path.is_file():
+        raise InputError("no manifest.json: not a colmed-trained checkpoint", path=checkpoint_dir)
+    return json.loads(path.read_text(encoding="utf-8"))
