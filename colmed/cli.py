@@ -40,8 +40,16 @@ class LazyGroup(click.Group):
                 formatter.write_dl(sorted(rows))
 
 
+def _exit_on_sigterm(signum, frame):
+    # SystemExit unwinds context managers, so atomic writers remove their temp files and folders.
+    sys.exit(128 + signum)
+
+
 class ColmedGroup(LazyGroup):
     def main(self, *args, **kwargs):
+        import signal
+
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except ColmedError as e:

@@ -131,8 +131,21 @@ def apply_overrides(cfg: StudyConfig, overrides: list[str]) -> StudyConfig:
             node = node[part]
         if parts[-1] not in node and not (len(parts) >= 2 and parts[-2] == "args"):
             raise InputError(f"unknown setting {key!r}", field="--set")
-        node[parts[-1]] = yaml.safe_load(raw) if raw else None
+        node[parts[-1]] = _parse_scalar(raw)
     return StudyConfig.from_dict(data)
+
+
+def _parse_scalar(raw: str) -> Any:
+    """YAML scalar, plus the floats YAML 1.1 leaves as strings (``1e-4``)."""
+    if not raw:
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def resolve_model(name: str) -> str:
@@ -201,15 +214,15 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
             st / "colbert", after=["generate"]))
         trained["colbert"] = str(path)
     b = cfg.benchmark
-    retrievers = ["bm25"]
+    retrievers = ["bm25=bm25"]
     if cfg.bi_encoder.enabled:
         if b.include_bases:
-            retrievers.append(f"dense:{resolve_model(cfg.bi_encoder.base)}")
-        retrievers.append(f"dense:{trained['dense']}")
+            retrievers.append(f"dense-base=dense:{resolve_model(cfg.bi_encoder.base)}")
+        retrievers.append(f"dense-trained=dense:{trained['dense']}")
     if cfg.colbert.enabled:
         if b.include_bases:
-            retrievers.append(f"colbert:{resolve_model(cfg.colbert.base)}")
-        retrievers.append(f"colbert:{trained['colbert']}")
+            retrievers.append(f"colbert-base=colbert:{resolve_model(cfg.colbert.base)}")
+        retrievers.append(f"colbert-trained=colbert:{trained['colbert']}")
     bench = ["benchmark", *sum((["--retriever", r] for r in retrievers), []), "--suite", b.suite,
              "--baseline", b.baseline, "--out", out / "benchmark"]
     bench += sum((["--dataset", x] for x in b.datasets), [])

@@ -1,0 +1,118 @@
+"""The whole study on a tiny config: notes -> LLM queries (OpenAI-compatible server on 127.0.0.1) ->
+both families trained from tiny random models -> benchmark -> report; then resume and kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from colmed.cli import main
+from colmed.study import StudyConfig, apply_overrides, build_stages
+from colmed.errors import InputError
+from tests.test_data_gen_llm import scripted_server
+
+TOPICS = ["hypertension on lisinopril with a dry cough", "type 2 diabetes started on metformin 500 mg",
+          "asthma exacerbation treated with albuterol and prednisone", "atrial fibrillation on apixaban",
+          "community-acquired pneumonia treated with amoxicillin", "migraine with aura, started sumatriptan",
+          "hypothyroidism, levothyroxine dose increased", "major depression, sertraline 50 mg daily",
+          "urinary tract infection, nitrofurantoin for five days", "deep vein thrombosis of the left calf"]
+
+
+def write_notes(path: Path, n: int = 20) -> Path:
+    with open(path, "w") as f:
+        for i in range(n):
+            topic = TOPICS[i % len(TOPICS)]
+            text = (f"HISTORY: The patient is a {40 + i}-year-old seen today for {topic}. "
+                    f"The symptoms began {i + 2} days ago and have been getting worse despite rest at home. "
+                    f"ASSESSMENT AND PLAN: We discussed {topic} in detail and agreed on follow-up in {i + 1} weeks. "
+                    f"Laboratory tests were ordered and the patient was counselled on warning signs.")
+            f.write(json.dumps({"id": f"note-{i}", "title": topic, "text": text}) + "\n")
+    return path
+
+
+def tiny_config(tmp_path, tiny_st_model_dir, sample_dataset_dir, base_url) -> Path:
+    tiny_bert = str(Path(tiny_st_model_dir).parent / "bert")
+    cfg = {
+        "out": str(tmp_path / "study"),
+        "data": {"source": "notes", "notes": str(write_notes(tmp_path / "notes.jsonl")), "num_notes": 20,
+                 "generator": "llm", "backend": "openai", "model": "scripted", "negatives": 2,
+                 "dev_fraction": 0.2, "args": {"base-url": base_url, "range-max": 10}},
+        "bi_encoder": {"base": tiny_st_model_dir, "args": {"max-steps": 2, "batch-size": 4}},
+        "colbert": {"base": tiny_bert, "args": {"maxsteps": 2, "bsize": 4, "doc-maxlen": 64, "dim": 16}},
+        "benchmark": {"datasets": [str(sample_dataset_dir)], "data_dir": None, "baseline": "bm25"},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_config_overrides_and_errors(tmp_path):
+    cfg = apply_overrides(StudyConfig(), ["data.num_notes=5", "colbert.enabled=false", "bi_encoder.args.lr=1e-4"])
+    assert cfg.data.num_notes == 5 and not cfg.colbert.enabled and cfg.bi_encoder.args["lr"] == 1e-4
+    assert [s.name for s in build_stages(cfg)] == ["generate", "train-bi-encoder", "benchmark"]
+    with pytest.raises(InputError, match="unknown setting 'data.nope'"):
+        apply_overrides(cfg, ["data.nope=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  num_notes: 5\n  typo_key: 1\n")
+    with pytest.raises(InputError, match=r"bad.yaml: field 'data.typo_key': unknown setting"):
+        StudyConfig.from_yaml(bad)
+
+
+@pytest.mark.colbert
+def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir, sample_dataset_dir):
+    with scripted_server() as base_url:
+        config = tiny_config(tmp_path, tiny_st_model_dir, sample_dataset_dir, base_url)
+        runner = CliRunner()
+        dry = runner.invoke(main, ["study", "--config", str(config), "--dry-run"], catch_exceptions=False)
+        assert dry.exit_code == 0 and dry.output.count("to run") == 4
+        r = runner.invoke(main, ["study", "--config", str(config)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        out = tmp_path / "study"
+        report = (out / "report.md").read_text()
+        for section in ("## Plan and timings", "## Training data", "### Ten sample queries", "## Training",
+                        "## Benchmark", "## Manifest"):
+            assert section in report
+        results = json.loads((out / "benchmark" / "results.json").read_text())
+        assert set(results["scores"]) == {"bm25", "dense-base", "dense-trained", "colbert-base", "colbert-trained"}
+        assert all(v for v in results["scores"].values())
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["git_sha"] is None or len(manifest["git_sha"]) >= 40
+        assert set(manifest["stages"]) == {"generate", "train-bi-encoder", "train-colbert", "benchmark"}
+
+        # Re-running finishes at once: every stage is cached, and the benchmark tables are unchanged.
+        t0 = time.perf_counter()
+        r2 = runner.invoke(main, ["study", "--config", str(config)], catch_exceptions=False)
+        assert r2.exit_code == 0 and r2.output.count("cached") == 4
+        assert json.loads((out / "benchmark" / "results.json").read_text())["scores"] == results["scores"]
+        assert time.perf_counter() - t0 < 60
+
+        # Changing a late setting re-runs only what depends on it.
+        dry = runner.invoke(main, ["study", "--config", str(config), "--set", "colbert.args.maxsteps=3", "--dry-run"])
+        status = {line.split()[0]: line.split()[1] for line in dry.output.splitlines() if line.strip()}
+        assert status == {"generate": "cached", "train-bi-encoder": "cached", "train-colbert": "to",
+                          "benchmark": "to"}
+
+        # kill -9 during the run: finished stages survive, the killed one is redone.
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen([sys.executable, "-m", "colmed.cli", "study", "--config", str(config),
+                                 "--set", "colbert.args.maxsteps=3"], env=env, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            if line.startswith("[train-colbert] running"):
+                break
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        dry = runner.invoke(main, ["study", "--config", str(config), "--set", "colbert.args.maxsteps=3", "--dry-run"])
+        status = {line.split()[0]: line.split()[1] for line in dry.output.splitlines() if line.strip()}
+        assert status["generate"] == "cached" and status["train-bi-encoder"] == "cached"
+        assert status["train-colbert"] == "to"
