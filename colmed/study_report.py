@@ -89,7 +89,7 @@ def _training_section(cfg, stages_dir: Path, images: Path) -> list[str]:
                              for k, v in h.items() if k.endswith("ndcg@10") and "step" in h]
         met = bi.get("metrics", {})
         lines.append(f"- bi-encoder: base `{bi.get('base_model')}`, {bi.get('global_steps')} steps in "
-                     f"{bi.get('train_seconds')} s; dev nDCG@10 base {met.get('base_dev')} → best {met.get('best_dev')}.")
+                     f"{bi.get('train_seconds')} s; dev nDCG@10 base {(met.get('base_dev') or {}).get('dev_ndcg@10')} → best fine-tuned {met.get('best_dev')}.")
     elif cfg.bi_encoder.enabled:
         lines.append("- bi-encoder: no manifest found.")
     cb = _load(stages_dir / "colbert" / "model" / "manifest.json")
