@@ -1,0 +1,190 @@
+"""The one configuration object of a ``colmed generate`` run.
+
+Defaults live in :class:`GenerateConfig`; a YAML file overrides them and CLI flags override the YAML.
+The config (minus fields that do not change the output, such as ``overwrite``) is fingerprinted so a
+resumed run can refuse to mix checkpoints written under different settings.
+
+Example:
+    >>> cfg = GenerateConfig(notes="notes.jsonl", out="runs/triplets", generator="inverse_cloze")
+    >>> cfg.replace(num_negatives=3).num_negatives
+    3
+    >>> len(cfg.fingerprint()) == 64
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colmed.errors import InputError
+
+GENERATORS = ("inverse_cloze", "cropping", "llm")
+BACKENDS = ("transformers", "openai", "vllm")
+MINERS = ("bm25", "dense", "none")
+
+# Fields that do not change what a run writes: excluded from the resume fingerprint.
+_NOT_FINGERPRINTED = {"out", "overwrite", "progress", "batch_notes", "concurrency", "device",
+                      "request_timeout", "shard"}
+
+
+@dataclass
+class GenerateConfig:
+    """Every setting of a generation run. See ``colmed generate --help`` for the flag of each field."""
+
+    # source notes
+    notes: str = ""
+    out: str = ""
+    text_field: str = "text"
+    id_field: str = "id"
+    title_field: str = "title"
+    hub_split: str = "train"
+    num_notes: int | None = None
+    seed: int = 13
+    chunk_words: int = 200          # ~256 word-pieces: the trainers' default max length
+    min_chunk_words: int = 20
+
+    # query generation
+    generator: str = "inverse_cloze"
+    queries_per_note: int = 1       # per passage (chunk) of a note
+    keep_sentence_prob: float = 0.1  # inverse cloze: ICT keeps the query sentence in the positive 10% of the time
+    crop_min_ratio: float = 0.1     # independent cropping (Contriever): span length as a fraction of the passage
+    crop_max_ratio: float = 0.5
+    backend: str = "transformers"
+    model: str | None = None
+    gguf_file: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    prompts: str | None = None      # YAML template; None = bundled MedEmbed-style mix
+    max_new_tokens: int = 384
+    temperature: float = 0.7
+    max_retries: int = 2
+    concurrency: int = 8
+    request_timeout: float = 120.0
+    tensor_parallel_size: int = 1
+    device: str | None = None
+
+    # filters
+    min_query_words: int = 2
+    max_query_words: int = 64
+    min_relevance: float | None = 3.0   # LLM queries only; LLM-free generators carry no relevance
+    require_evidence_in_note: bool = True
+    dedup: bool = True
+    round_trip_k: int | None = None     # Promptagator-style consistency: source passage within top-k
+
+    # hard negatives
+    miner: str = "bm25"
+    dense_model: str | None = None
+    num_negatives: int = 5
+    range_min: int = 0
+    range_max: int = 50
+    relative_margin: float | None = 0.05
+    absolute_margin: float | None = None
+    max_score: float | None = None
+    min_score: float | None = None
+    sampling: str = "top"
+    exclude_same_note: bool = True
+    teacher: str | None = None      # cross-encoder for distillation scores
+
+    # outputs
+    dev_fraction: float = 0.1
+    shard: str | None = None        # "i/n"
+    batch_notes: int = 64           # checkpoint granularity
+    overwrite: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes) -> "GenerateConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "GenerateConfig":
+        """Raise :class:`InputError` for a setting that cannot work, before any work starts."""
+        def bad(msg: str, name: str):
+            raise InputError(msg, field=name)
+
+        if not self.notes:
+            bad("required: a JSONL file, a BEIR folder or a hub dataset name", "notes")
+        if not self.out:
+            bad("required: an output directory", "out")
+        if self.generator not in GENERATORS:
+            bad(f"unknown generator {self.generator!r}; choose from {', '.join(GENERATORS)}", "generator")
+        if self.generator == "llm":
+            if self.backend not in BACKENDS:
+                bad(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}", "backend")
+            if not self.model:
+                bad("the llm generator needs --model (a local path or hub name)", "model")
+        if self.miner not in MINERS:
+            bad(f"unknown miner {self.miner!r}; choose from {', '.join(MINERS)}", "miner")
+        if self.miner == "dense" and not self.dense_model:
+            bad("the dense miner needs --dense-model", "dense_model")
+        if self.sampling not in ("top", "random"):
+            bad("must be 'top' or 'random'", "sampling")
+        if not 0 <= self.dev_fraction < 1:
+            bad("must be in [0, 1)", "dev_fraction")
+        if self.range_min < 0 or (self.miner != "none" and self.num_negatives > self.range_max - self.range_min):
+            bad(f"cannot mine {self.num_negatives} negatives from ranks [{self.range_min}, {self.range_max})",
+                "range_max")
+        if self.queries_per_note < 1:
+            bad("must be at least 1", "queries_per_note")
+        if self.chunk_words < self.min_chunk_words:
+            bad("must be at least min_chunk_words", "chunk_words")
+        if not 0 < self.crop_min_ratio <= self.crop_max_ratio <= 1:
+            bad("need 0 < crop_min_ratio <= crop_max_ratio <= 1", "crop_min_ratio")
+        if self.shard is not None:
+            parse_shard(self.shard)
+        return self
+
+    def fingerprint(self) -> str:
+        """sha256 of the settings that determine the output (resume safety)."""
+        d = {k: v for k, v in asdict(self).items() if k not in _NOT_FINGERPRINTED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> "GenerateConfig":
+        """Defaults <- YAML file <- ``overrides`` (``None`` overrides are ignored, as unset CLI flags)."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("config file not found", path=path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise InputError(f"malformed YAML ({getattr(e, 'problem', e)})", path=path,
+                             line=mark.line + 1 if mark else None) from None
+        if not isinstance(data, dict):
+            raise InputError("expected a mapping of settings", path=path)
+        data = {k.replace("-", "_"): v for k, v in data.items()}
+        return cls.from_dict(data, source=path).replace(**{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> "GenerateConfig":
+        known = cls.__dataclass_fields__
+        for k in data:
+            if k not in known:
+                raise InputError(f"unknown setting (known: {', '.join(sorted(known))})", path=source, field=k)
+        return cls(**data)
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``.
+
+    Example:
+        >>> parse_shard("1/4")
+        (1, 4)
+    """
+    try:
+        i, n = (int(x) for x in str(spec).split("/"))
+    except ValueError:
+        raise InputError(f"expected i/n (e.g. 0/4), got {spec!r}", field="shard") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"need 0 <= i < n, got {spec!r}", field="shard")
+    return i, n

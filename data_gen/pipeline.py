@@ -1,0 +1,452 @@
+"""The resumable notes -> queries -> filters -> hard negatives -> triplets pipeline behind ``colmed generate``.
+
+Layout while running (``<out>.partial/``, renamed to ``<out>`` only when everything is written)::
+
+    state.json                     config + fingerprint (a resume with other settings is refused)
+    _work/generate/part-00007.*    per batch of notes: queries.jsonl, rejects.jsonl, done.json
+    _work/mine/part-00003.*        per batch of queries: records.jsonl, done.json
+
+Each part's ``done.json`` is written last; a part without it is redone from scratch (its files are
+replaced atomically), so ``kill -9`` at any moment loses at most the batch in flight and never
+duplicates a record. Finished output (``<out>``)::
+
+    triplets.jsonl  train/triplets.jsonl  dev/triplets.jsonl  triplets.parquet  rejects.jsonl
+    export/sentence_transformers/{train,dev}.jsonl
+    export/colbert/{triples.jsonl,dev_triples.jsonl,collection.tsv,queries.tsv,id_map.json}
+    manifest.json                  config, versions, git sha, input hash, counts per stage/filter, throughput
+
+Example:
+    >>> cfg = GenerateConfig(notes="../shared/notes/mtsamples.jsonl", out="runs/mt", num_notes=50)
+    >>> manifest = TripletPipeline(cfg).run()          # doctest: +SKIP
+    >>> manifest["counts"]["records"]["total"]         # doctest: +SKIP
+    196
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from colmed.errors import IndexExistsError, InputError
+from colmed.io import atomic_write, read_jsonl, sha256_file, write_json, write_jsonl
+from data_gen.config import GenerateConfig, parse_shard
+from data_gen.filters import QueryFilter, dedup_queries
+from data_gen.generators import GeneratedQuery, make_generator
+from data_gen.notes import Passage, chunk_note, in_shard, load_notes, note_split, sample_notes
+from data_gen.records import TripletRecord, read_triplets, write_triplets
+
+logger = logging.getLogger(__name__)
+
+MINE_BATCH = 512
+FINAL_FILES = ("triplets.jsonl", "triplets.parquet", "rejects.jsonl", "manifest.json")
+
+
+def _merge_counts(total: dict, part: dict) -> None:
+    for k, v in part.items():
+        if isinstance(v, dict):
+            _merge_counts(total.setdefault(k, {}), v)
+        elif isinstance(v, (int, float)):
+            total[k] = total.get(k, 0) + v
+
+
+def git_sha() -> str | None:
+    """The commit of the colmed checkout, when it is a git checkout with commits."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def input_hash(source: str) -> dict[str, str]:
+    """sha256 of the notes file (or a BEIR folder's corpus.jsonl); hub sources are named, not hashed."""
+    p = Path(source)
+    if p.is_dir():
+        p = p / "corpus.jsonl"
+    if p.is_file():
+        return {"path": str(p.resolve()), "sha256": sha256_file(p)}
+    return {"hub": source}
+
+
+def versions() -> dict[str, str]:
+    from indexes.base import package_versions
+
+    return package_versions(extra=("datasets", "bm25s", "httpx", "vllm", "ray"))
+
+
+class TripletPipeline:
+    """Run (or resume) one ``colmed generate`` job described by a :class:`GenerateConfig`.
+
+    ``backend`` overrides the LLM backend built from the config (tests pass a scripted one);
+    ``generator`` overrides the whole query generator (e.g. queries produced on a Ray cluster, see
+    :mod:`data_gen.ray_pipeline`).
+    """
+
+    def __init__(self, config: GenerateConfig, backend: Any = None, generator: Any = None):
+        self.config = config.validate()
+        self.shard = parse_shard(config.shard) if config.shard else None
+        out = Path(config.out)
+        if self.shard:
+            out = out / f"shard-{self.shard[0]}-of-{self.shard[1]}"
+        self.out = out
+        self.partial = out.with_name(out.name + ".partial")
+        self.work = self.partial / "_work"
+        self._backend = backend
+        self._generator = generator
+
+    # ---------------------------------------------------------------- run
+    def run(self) -> dict[str, Any]:
+        """Generate, filter, mine and write everything; returns the manifest."""
+        cfg = self.config
+        if self.out.exists() and not cfg.overwrite:
+            raise IndexExistsError(f"{self.out}: already exists; pass --overwrite to replace it")
+        self._open_partial()
+        t_start = time.perf_counter()
+
+        t0 = time.perf_counter()
+        all_notes, issues = load_notes(cfg.notes, cfg.text_field, cfg.id_field, cfg.title_field, cfg.hub_split)
+        notes = sample_notes(all_notes, cfg.num_notes, cfg.seed)
+        # The mining corpus is every sampled note's passages, whatever the shard: shards then mine the
+        # same corpus and a merge is consistent.
+        passages = {p.passage_id: p for n in notes for p in chunk_note(n, cfg.chunk_words, cfg.min_chunk_words)}
+        my_notes = [n for n in notes if in_shard(n.note_id, self.shard)]
+        load_seconds = time.perf_counter() - t0
+        counts: dict[str, Any] = {
+            "notes": {"read": len(all_notes), "bad": dict(issues.counts), "sampled": len(notes),
+                      "in_shard": len(my_notes)},
+            "passages": {"corpus": len(passages)},
+        }
+
+        queries, gen_counts, gen_seconds, tokens = self._generate(my_notes)
+        counts["generation"] = gen_counts
+        if cfg.dedup:
+            queries, n_dup = dedup_queries(queries)
+            counts["filters"] = {**gen_counts.pop("filters", {}), "duplicate": n_dup}
+        else:
+            counts["filters"] = gen_counts.pop("filters", {})
+
+        records, mine_counts, mine_seconds = self._mine(queries, passages)
+        counts["filters"]["round_trip"] = mine_counts.pop("round_trip", 0)
+        counts["mining"] = mine_counts
+        counts["queries_after_filters"] = len(records)
+
+        t0 = time.perf_counter()
+        rejects = list(issues.items) + self._read_parts("generate", "rejects.jsonl")
+        manifest = self._write_outputs(records, rejects, counts)
+        write_seconds = time.perf_counter() - t0
+        notes_done = counts["generation"].get("notes", 0)
+        manifest["throughput"] = {
+            "load_seconds": round(load_seconds, 3),
+            "generate_seconds": round(gen_seconds, 3),
+            "mine_seconds": round(mine_seconds, 3),
+            "write_seconds": round(write_seconds, 3),
+            "this_invocation_seconds": round(time.perf_counter() - t_start, 3),
+            "notes_per_second": round(notes_done / gen_seconds, 3) if gen_seconds else None,
+            "queries_per_second_mining": round(len(records) / mine_seconds, 3) if mine_seconds else None,
+            "prompt_tokens": tokens[0], "completion_tokens": tokens[1],
+            "completion_tokens_per_second": round(tokens[1] / gen_seconds, 3) if gen_seconds and tokens[1] else None,
+        }
+        write_json(self.partial / "manifest.json", manifest)
+        self._finish()
+        return manifest
+
+    # ---------------------------------------------------------------- state
+    def _open_partial(self) -> None:
+        cfg = self.config
+        state_path = self.partial / "state.json"
+        fingerprint = cfg.fingerprint()
+        if state_path.is_file():
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            if state.get("fingerprint") != fingerprint:
+                if not cfg.overwrite:
+                    raise InputError("an unfinished run with different settings is here; rerun with the same "
+                                     "settings to resume it, or pass --overwrite to start over",
+                                     path=self.partial)
+                shutil.rmtree(self.partial)
+            else:
+                logger.info("resuming %s", self.partial)
+        self.work.mkdir(parents=True, exist_ok=True)
+        if not state_path.is_file():
+            write_json(state_path, {"fingerprint": fingerprint, "config": cfg.to_dict()})
+
+    def _part(self, stage: str, index: int) -> Path:
+        return self.work / stage / f"part-{index:05d}"
+
+    def _is_done(self, stage: str, index: int) -> bool:
+        return self._part(stage, index).with_suffix(".done.json").is_file()
+
+    def _read_parts(self, stage: str, suffix: str) -> list[dict]:
+        rows: list[dict] = []
+        for path in sorted((self.work / stage).glob(f"part-*.{suffix}")):
+            if path.with_name(path.name.replace(suffix, "done.json")).is_file():
+                rows += [rec for _, rec in read_jsonl(path)]
+        return rows
+
+    # ---------------------------------------------------------------- generation
+    def _generate(self, notes) -> tuple[list[GeneratedQuery], dict, float, tuple[int, int]]:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        batches = [notes[i:i + cfg.batch_notes] for i in range(0, len(notes), cfg.batch_notes)]
+        todo = [i for i in range(len(batches)) if not self._is_done("generate", i)]
+        generator = self._generator
+        query_filter = QueryFilter(cfg.min_query_words, cfg.max_query_words,
+                                   cfg.min_relevance if cfg.generator == "llm" else None,
+                                   cfg.require_evidence_in_note)
+        done_notes = sum(len(batches[i]) for i in range(len(batches)) if i not in set(todo))
+        bar = tqdm(total=len(notes), initial=done_notes, unit="note", desc=f"generate ({cfg.generator})",
+                   disable=not cfg.progress, dynamic_ncols=True)
+        for i in todo:
+            if generator is None:
+                generator = make_generator(cfg, self._backend if self._backend is not None else self._make_backend())
+            t0 = time.perf_counter()
+            batch = batches[i]
+            passages: list[Passage] = [p for n in batch for p in chunk_note(n, cfg.chunk_words, cfg.min_chunk_words)]
+            result = generator.generate(passages)
+            by_id = {p.passage_id: p for p in passages}
+            kept, filtered = [], {}
+            for q in result.queries:
+                reason = query_filter.reason(q.query, by_id[q.source_passage_id].full_text, q.evidence, q.relevance)
+                if reason:
+                    filtered[reason] = filtered.get(reason, 0) + 1
+                    # kept for auditing the filters; counted under counts.filters, not counts.rejects' LLM part
+                    result.rejects.append({"kind": "filtered_query", "reason": reason, **q.to_dict()})
+                else:
+                    kept.append(q)
+            part = self._part("generate", i)
+            part.parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(part.with_suffix(".rejects.jsonl"), result.rejects)
+            write_jsonl(part.with_suffix(".queries.jsonl"), (q.to_dict() for q in kept))
+            write_json(part.with_suffix(".done.json"), {
+                "notes": len(batch), "notes_without_passage": sum(1 for n in batch if not any(
+                    p.note_id == n.note_id for p in passages)),
+                "passages": len(passages), "generated": len(result.queries), "kept": len(kept),
+                "rejected_outputs": sum(r.get("kind") == "llm_output" for r in result.rejects), "filters": filtered, "generator": dict(result.counts),
+                "seconds": time.perf_counter() - t0, "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens})
+            bar.update(len(batch))
+        bar.close()
+        totals: dict[str, Any] = {}
+        seconds, tokens = 0.0, [0, 0]
+        for i in range(len(batches)):
+            stats = json.loads(self._part("generate", i).with_suffix(".done.json").read_text(encoding="utf-8"))
+            seconds += stats.pop("seconds")
+            tokens[0] += stats.pop("prompt_tokens", 0)
+            tokens[1] += stats.pop("completion_tokens", 0)
+            _merge_counts(totals, stats)
+        queries = [GeneratedQuery.from_dict(d) for d in self._read_parts("generate", "queries.jsonl")]
+        return queries, totals, seconds, (tokens[0], tokens[1])
+
+    def _make_backend(self):
+        if self.config.generator != "llm":
+            return None
+        from data_gen.backends import make_backend
+
+        return make_backend(self.config)
+
+    # ---------------------------------------------------------------- mining
+    def _make_miner(self, passages: dict[str, Passage]):
+        from data_gen.mining import DenseRetriever, HardNegativeMiner
+
+        cfg = self.config
+        ids = list(passages)
+        texts = [passages[i].full_text for i in ids]
+        if cfg.miner == "dense":
+            retriever, name = DenseRetriever.from_model(cfg.dense_model, ids, texts, cfg.device), f"dense:{cfg.dense_model}"
+        elif cfg.miner == "bm25" or cfg.round_trip_k:
+            from indexes.bm25 import BM25Index
+
+            retriever, name = BM25Index.build(ids, texts, show_progress=cfg.progress), "bm25"
+        else:
+            return None
+        mining = cfg.miner != "none"
+        return HardNegativeMiner(
+            retriever, {i: passages[i].note_id for i in ids}, num_negatives=cfg.num_negatives if mining else 0,
+            range_min=cfg.range_min, range_max=cfg.range_max if mining else 1,
+            relative_margin=cfg.relative_margin, absolute_margin=cfg.absolute_margin, max_score=cfg.max_score,
+            min_score=cfg.min_score, sampling=cfg.sampling, exclude_same_note=cfg.exclude_same_note,
+            seed=cfg.seed, name=name if mining else "")
+
+    def _mine(self, queries: list[GeneratedQuery], passages: dict[str, Passage]
+              ) -> tuple[list[TripletRecord], dict, float]:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        batches = [queries[i:i + MINE_BATCH] for i in range(0, len(queries), MINE_BATCH)]
+        todo = [i for i in range(len(batches)) if not self._is_done("mine", i)]
+        miner = None
+        if todo:
+            t0 = time.perf_counter()
+            miner = self._make_miner(passages)
+            index_seconds = time.perf_counter() - t0
+        bar = tqdm(total=len(queries), initial=sum(len(batches[i]) for i in range(len(batches)) if i not in set(todo)),
+                   unit="query", desc=f"mine ({cfg.miner})", disable=not cfg.progress, dynamic_ncols=True)
+        for n, i in enumerate(todo):
+            t0 = time.perf_counter()
+            batch = batches[i]
+            records, round_trip = [], 0
+            mined = {}
+            if miner is not None:
+                before = dict(miner.counts)
+                mined = miner.mine({q.query_id: q.query for q in batch},
+                                   {q.query_id: q.source_passage_id for q in batch}, search_depth=cfg.round_trip_k)
+                delta = {k: v - before.get(k, 0) for k, v in miner.counts.items() if v - before.get(k, 0)}
+            else:
+                delta = {}
+            for q in batch:
+                m = mined.get(q.query_id)
+                if cfg.round_trip_k and (m is None or m.positive_rank is None or m.positive_rank > cfg.round_trip_k):
+                    round_trip += 1
+                    continue
+                mining = m is not None and cfg.miner != "none"
+                records.append(TripletRecord(
+                    query_id=q.query_id, query=q.query, positive_id=q.positive_id, positive=q.positive,
+                    negative_ids=list(m.negative_ids) if mining else [],
+                    negatives=[passages[d].full_text for d in m.negative_ids] if mining else [],
+                    positive_score=m.positive_score if mining else None,
+                    negative_scores=list(m.negative_scores) if mining else [],
+                    note_id=q.note_id, generator=q.generator, miner=miner.name if mining else "",
+                    negative_ranks=list(m.negative_ranks) if mining else [], query_type=q.query_type or "",
+                    evidence=q.evidence or "", relevance=q.relevance,
+                    split=note_split(q.note_id, cfg.dev_fraction, cfg.seed)))
+            if cfg.teacher and records:
+                from data_gen.mining import add_teacher_scores
+
+                add_teacher_scores(records, cfg.teacher, device=cfg.device)
+            part = self._part("mine", i)
+            part.parent.mkdir(parents=True, exist_ok=True)
+            write_triplets(part.with_suffix(".records.jsonl"), records)
+            seconds = time.perf_counter() - t0 + (index_seconds if n == 0 else 0.0)
+            write_json(part.with_suffix(".done.json"), {"queries": len(batch), "records": len(records),
+                                                        "round_trip": round_trip, "removed": delta,
+                                                        "seconds": seconds})
+            bar.update(len(batch))
+        bar.close()
+        totals: dict[str, Any] = {}
+        seconds = 0.0
+        records: list[TripletRecord] = []
+        for i in range(len(batches)):
+            part = self._part("mine", i)
+            stats = json.loads(part.with_suffix(".done.json").read_text(encoding="utf-8"))
+            seconds += stats.pop("seconds")
+            _merge_counts(totals, stats)
+            records += list(read_triplets(part.with_suffix(".records.jsonl")))
+        totals.setdefault("round_trip", 0)
+        totals["miner"] = cfg.miner
+        totals["queries_with_all_negatives"] = sum(1 for r in records if len(r.negative_ids) >= cfg.num_negatives)
+        totals["queries_without_negatives"] = sum(1 for r in records if not r.negative_ids)
+        totals["negatives_total"] = sum(len(r.negative_ids) for r in records)
+        return records, totals, seconds
+
+    # ---------------------------------------------------------------- outputs
+    def _write_outputs(self, records: list[TripletRecord], rejects: list[dict], counts: dict) -> dict:
+        out = self.partial
+        write_outputs(out, records, rejects)
+        counts["records"] = {"total": len(records), "train": sum(r.split == "train" for r in records),
+                             "dev": sum(r.split == "dev" for r in records),
+                             "notes_train": len({r.note_id for r in records if r.split == "train"}),
+                             "notes_dev": len({r.note_id for r in records if r.split == "dev"})}
+        counts["rejects"] = len(rejects)
+        exports = export_all(out, records)
+        cfg = self.config
+        return {"kind": "colmed-triplets", "format_version": 1, "config": cfg.to_dict(),
+                "fingerprint": cfg.fingerprint(), "shard": cfg.shard, "input": input_hash(cfg.notes),
+                "versions": versions(), "git_sha": git_sha(), "counts": counts, "exports": exports,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    def _finish(self) -> None:
+        """Swap the finished ``.partial`` into place, then drop its checkpoints."""
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+            os.replace(self.out, old)
+            os.replace(self.partial, self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.partial, self.out)
+        shutil.rmtree(self.out / "_work", ignore_errors=True)
+        (self.out / "state.json").unlink(missing_ok=True)
+
+
+def write_outputs(out: Path, records: list[TripletRecord], rejects: list[dict]) -> None:
+    """triplets.jsonl (+ train/ and dev/), triplets.parquet and rejects.jsonl, each atomically."""
+    from data_gen.export import to_parquet
+
+    write_triplets(out / "triplets.jsonl", records)
+    for split in ("train", "dev"):
+        write_triplets(out / split / "triplets.jsonl", (r for r in records if r.split == split))
+    to_parquet(records, out / "triplets.parquet")
+    write_jsonl(out / "rejects.jsonl", rejects)
+
+
+def export_all(out: Path, records: list[TripletRecord]) -> dict:
+    from data_gen.export import to_colbert, to_sentence_transformers
+
+    return {"sentence_transformers": to_sentence_transformers(records, out / "export" / "sentence_transformers"),
+            "colbert": to_colbert(records, out / "export" / "colbert")}
+
+
+def merge_shards(out: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    """Merge ``<out>/shard-<i>-of-<n>/`` outputs into ``<out>``; every shard must be finished.
+
+    Queries duplicated across shards (same normalised text) are deduplicated by the same rule as a
+    single run (:func:`~data_gen.filters.dedup_queries`), so the merge keeps what one run would.
+    """
+    out = Path(out)
+    shard_dirs = sorted(out.glob("shard-*-of-*"), key=lambda p: int(p.name.split("-")[1]))
+    shard_dirs = [d for d in shard_dirs if not d.name.endswith(".partial")]
+    if not shard_dirs:
+        raise InputError("no shard-<i>-of-<n> folders to merge", path=out)
+    n = int(shard_dirs[0].name.split("-")[-1])
+    present = {int(d.name.split("-")[1]) for d in shard_dirs if int(d.name.split("-")[-1]) == n}
+    missing = sorted(set(range(n)) - present)
+    if missing:
+        raise InputError(f"shards {missing} of {n} are missing or unfinished", path=out)
+    if (out / "manifest.json").exists() and not overwrite:
+        raise IndexExistsError(f"{out}: already merged; pass --overwrite to merge again")
+    manifests = []
+    for d in shard_dirs:
+        mpath = d / "manifest.json"
+        if not mpath.is_file():
+            raise InputError("shard is unfinished (no manifest.json)", path=d)
+        manifests.append(json.loads(mpath.read_text(encoding="utf-8")))
+    if len({m["fingerprint"] for m in manifests}) != 1:
+        raise InputError("shards were generated with different settings", path=out, field="fingerprint")
+    records, rejects = [], []
+    for d in shard_dirs:
+        records += list(read_triplets(d))
+        rejects += [rec for _, rec in read_jsonl(d / "rejects.jsonl")]
+    records, dup = dedup_queries(records)
+    # bad_note rejects come from the shared source file and repeat in every shard
+    unique_rejects, keys = [], set()
+    for rec in rejects:
+        key = json.dumps(rec, sort_keys=True)
+        if key not in keys:
+            keys.add(key)
+            unique_rejects.append(rec)
+    write_outputs(out, records, unique_rejects)
+    counts: dict[str, Any] = {}
+    throughput: dict[str, Any] = {}
+    for m in manifests:
+        _merge_counts(counts, {k: v for k, v in m["counts"].items() if k not in ("notes", "passages")})
+        _merge_counts(throughput, {k: v for k, v in m.get("throughput", {}).items() if "per_second" not in k})
+    counts["notes"] = {**manifests[0]["counts"]["notes"], "in_shard": sum(m["counts"]["notes"]["in_shard"]
+                                                                          for m in manifests)}
+    counts["passages"] = manifests[0]["counts"]["passages"]
+    counts["filters"]["duplicate_across_shards"] = dup
+    counts["records"] = {"total": len(records), "train": sum(r.split == "train" for r in records),
+                         "dev": sum(r.split == "dev" for r in records)}
+    counts["rejects"] = len(unique_rejects)
+    manifest = {"kind": "colmed-triplets", "format_version": 1, "config": {**manifests[0]["config"], "shard": None},
+                "fingerprint": manifests[0]["fingerprint"], "merged_from": [d.name for d in shard_dirs],
+                "input": manifests[0]["input"], "versions": versions(), "git_sha": git_sha(), "counts": counts,
+                "exports": export_all(out, records), "throughput_summed_over_shards": throughput,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json(out / "manifest.json", manifest)
+    return manifest

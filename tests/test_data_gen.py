@@ -1,0 +1,410 @@
+"""data_gen: notes loading, LLM-free generators, BM25/dense mining with the false-negative guard,
+exports, the resumable pipeline (kill -9 and resume), sharding + merge, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from colmed.errors import ColmedError, IndexExistsError, InputError
+from data_gen.config import GenerateConfig, parse_shard
+from data_gen.export import to_colbert, to_sentence_transformers
+from data_gen.generators.cropping import IndependentCroppingGenerator
+from data_gen.generators.inverse_cloze import InverseClozeGenerator
+from data_gen.mining import HardNegativeMiner
+from data_gen.notes import Note, Passage, chunk_note, in_shard, load_notes, note_split
+from data_gen.pipeline import TripletPipeline, merge_shards
+from data_gen.records import TripletRecord, read_triplets
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+ROOT = Path(__file__).resolve().parents[1]
+
+TOPICS = [
+    ("Metformin", "type 2 diabetes", "HbA1c of 8.2 percent", "lactic acidosis"),
+    ("Lisinopril", "hypertension", "blood pressure of 162/95", "angioedema"),
+    ("Warfarin", "atrial fibrillation", "INR of 3.4", "intracranial bleeding"),
+    ("Albuterol", "asthma exacerbation", "peak flow of 180 L/min", "tachycardia"),
+    ("Levothyroxine", "hypothyroidism", "TSH of 11 mIU/L", "palpitations"),
+    ("Amoxicillin", "otitis media", "temperature of 39.1 C", "rash"),
+    ("Sertraline", "major depression", "PHQ-9 score of 19", "serotonin syndrome"),
+    ("Furosemide", "heart failure", "BNP of 1200 pg/mL", "hypokalemia"),
+    ("Prednisone", "rheumatoid arthritis", "CRP of 45 mg/L", "hyperglycemia"),
+    ("Omeprazole", "gastric ulcer", "hemoglobin of 9.8 g/dL", "C. difficile infection"),
+    ("Gabapentin", "diabetic neuropathy", "monofilament loss in both feet", "dizziness"),
+    ("Allopurinol", "gout", "uric acid of 9.6 mg/dL", "hypersensitivity reaction"),
+]
+
+
+def note_text(drug: str, disease: str, finding: str, risk: str, i: int) -> str:
+    return (f"HISTORY OF PRESENT ILLNESS: The patient is a {40 + i}-year-old with {disease} seen in clinic today. "
+            f"Laboratory results showed {finding} at the last visit. "
+            f"The patient reports adherence to diet and exercise but symptoms of {disease} persist. "
+            f"PLAN: {drug} was started and the dose will be titrated over four weeks. "
+            f"The patient was counseled about the risk of {risk} while taking {drug}. "
+            f"Follow-up visit is scheduled in six weeks with repeat laboratory tests.")
+
+
+@pytest.fixture
+def notes_file(tmp_path) -> Path:
+    path = tmp_path / "notes.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i, topic in enumerate(TOPICS):
+            f.write(json.dumps({"id": f"note{i}", "title": f"{topic[1].title()} visit",
+                                "text": note_text(*topic, i)}) + "\n")
+    return path
+
+
+def small_config(notes_file: Path, out: Path, **kw) -> GenerateConfig:
+    base = dict(notes=str(notes_file), out=str(out), chunk_words=60, min_chunk_words=10, num_negatives=3,
+                range_max=10, dev_fraction=0.25, batch_notes=3, progress=False)
+    base.update(kw)
+    return GenerateConfig(**base)
+
+
+# ------------------------------------------------------------------ notes
+
+def test_bad_note_records_are_counted_not_fatal(tmp_path):
+    path = tmp_path / "notes.jsonl"
+    good = note_text(*TOPICS[0], 0)
+    with open(path, "wb") as f:
+        f.write(json.dumps({"id": "a", "text": good}).encode() + b"\n")
+        f.write(b'{"id": "b", "text": "caf\xe9 broken utf8"}\n')          # not UTF-8
+        f.write(b'{"id": "c", "text": ""}\n')                              # empty
+        f.write(b'{"id": "d", "body": "no text field"}\n')                 # missing field
+        f.write(b'{"id": "e", "text": \n')                                 # malformed JSON
+        f.write(json.dumps({"id": "a", "text": good}).encode() + b"\n")   # duplicate id
+        f.write(json.dumps({"text": good + " again"}).encode() + b"\n")   # no id: positional id
+    notes, issues = load_notes(path)
+    assert [n.note_id for n in notes] == ["a", "notes-7"]
+    assert issues.counts == {"not_utf8": 1, "empty_text": 1, "missing_text": 1, "malformed_json": 1,
+                             "duplicate_id": 1}
+    missing = [i for i in issues.items if i["problem"] == "missing_text"][0]
+    assert (missing["line"], missing["field"]) == (4, "text")
+
+
+def test_unusable_source_is_a_clear_input_error(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_notes(tmp_path / "absent.jsonl")
+    path = tmp_path / "empty.jsonl"
+    path.write_text('{"id": "x", "body": "y"}\n')
+    with pytest.raises(InputError, match="field 'text': no usable notes.*missing_text"):
+        load_notes(path)
+
+
+def test_beir_folder_reads_only_the_corpus(tmp_path):
+    folder = tmp_path / "beir"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "T", "text": "Aspirin lowers fever."}) + "\n")
+    (folder / "queries.jsonl").write_text("this file must never be read: not JSON\n")
+    notes, _ = load_notes(folder)
+    assert notes == [Note("d1", "Aspirin lowers fever.", "T")]
+
+
+def test_chunking_respects_max_words_and_keeps_all_text():
+    note = Note("n", " ".join(f"Sentence number {i} has some words in it." for i in range(40)))
+    chunks = chunk_note(note, max_words=50, min_words=10)
+    assert len(chunks) > 1 and all(len(c.text.split()) <= 50 + 10 for c in chunks)
+    assert " ".join(c.text for c in chunks).split() == note.text.split()
+    assert chunk_note(Note("s", "too short"), max_words=50, min_words=10) == []
+
+
+def test_shards_partition_notes_and_split_is_by_note():
+    ids = [f"n{i}" for i in range(300)]
+    owners = [[i for i in range(3) if in_shard(n, (i, 3))] for n in ids]
+    assert all(len(o) == 1 for o in owners)
+    assert len({o[0] for o in owners}) == 3
+    dev = [n for n in ids if note_split(n, 0.2, seed=1) == "dev"]
+    assert 30 < len(dev) < 90
+    assert parse_shard("2/5") == (2, 5)
+    with pytest.raises(InputError):
+        parse_shard("5/5")
+
+
+# ------------------------------------------------------------------ generators
+
+def test_inverse_cloze_removes_the_query_sentence_and_is_deterministic():
+    passage = Passage("n1#0", "n1", note_text(*TOPICS[1], 1))
+    gen = InverseClozeGenerator(queries_per_passage=2, keep_sentence_prob=0.0, seed=5)
+    a, b = gen.generate([passage]), gen.generate([passage])
+    assert [q.query for q in a.queries] == [q.query for q in b.queries]
+    assert len(a.queries) == 2 and len({q.query for q in a.queries}) == 2
+    for q in a.queries:
+        assert q.query in passage.text and q.query not in q.positive
+        assert not q.query.startswith(("PLAN:", "HISTORY"))  # section labels are stripped
+        assert q.positive_id != q.source_passage_id == "n1#0"
+
+
+def test_cropping_spans_come_from_the_passage():
+    passage = Passage("n1#0", "n1", note_text(*TOPICS[2], 2))
+    res = IndependentCroppingGenerator(queries_per_passage=3, seed=1, max_query_words=20).generate([passage])
+    assert len(res.queries) == 3
+    for q in res.queries:
+        assert q.query in passage.text and q.positive in passage.text
+        assert 1 <= len(q.query.split()) <= 20
+
+
+# ------------------------------------------------------------------ mining
+
+def _bm25(ids, texts):
+    from indexes.bm25 import BM25Index
+
+    return BM25Index.build(ids, texts, show_progress=False)
+
+
+def test_miner_guard_drops_near_duplicates_of_the_positive_and_same_note_passages():
+    ids = ["p#0", "p#1", "dup#0", "x#0", "y#0", "z#0"]
+    texts = ["warfarin dosing with INR of 3.4 in atrial fibrillation",
+             "warfarin INR monitoring follow-up",                                # same note as positive
+             "warfarin dosing with INR of 3.4 in atrial fibrillation",           # boilerplate copy, other note
+             "warfarin bleeding risk counselling",
+             "atrial fibrillation rate control with metoprolol",
+             "insulin for type 1 diabetes"]
+    miner = HardNegativeMiner(_bm25(ids, texts), {i: i.split("#")[0] for i in ids}, num_negatives=3,
+                              range_max=5, relative_margin=0.05)
+    mined = miner.mine({"q": "warfarin INR 3.4 atrial fibrillation"}, {"q": "p#0"})["q"]
+    assert "p#0" not in mined.negative_ids and "p#1" not in mined.negative_ids
+    assert "dup#0" not in mined.negative_ids, "a near-duplicate of the positive is a false negative"
+    assert mined.negative_ids[:2] == ["y#0", "x#0"] or set(mined.negative_ids) >= {"x#0", "y#0"}
+    assert all(s <= mined.positive_score * 0.95 for s in mined.negative_scores)
+    assert mined.positive_rank in (1, 2)
+    assert miner.counts["same_note"] == 1 and miner.counts["relative_margin"] >= 1
+
+    # Without the guard the near-duplicate is mined: the guard is what removes it.
+    unguarded = HardNegativeMiner(_bm25(ids, texts), {i: i.split("#")[0] for i in ids}, num_negatives=3,
+                                  range_max=5, relative_margin=None)
+    assert "dup#0" in unguarded.mine({"q": "warfarin INR 3.4 atrial fibrillation"}, {"q": "p#0"})["q"].negative_ids
+
+
+def test_miner_range_min_and_random_sampling():
+    ids = [f"d{i}#0" for i in range(12)]
+    texts = [" ".join(["fever"] * (12 - i) + ["word"] * i) for i in range(12)]
+    retriever = _bm25(ids, texts)
+    top = HardNegativeMiner(retriever, num_negatives=3, range_max=10, relative_margin=None, exclude_same_note=False)
+    got = top.mine({"q": "fever"}, {"q": "d0#0"})["q"]
+    skip = HardNegativeMiner(retriever, num_negatives=3, range_min=2, range_max=10, relative_margin=None,
+                             exclude_same_note=False).mine({"q": "fever"}, {"q": "d0#0"})["q"]
+    assert got.negative_scores == sorted(got.negative_scores, reverse=True)
+    assert skip.negative_ids[0] == got.negative_ids[2]
+    rnd = HardNegativeMiner(retriever, num_negatives=3, range_max=10, relative_margin=None, sampling="random",
+                            exclude_same_note=False, seed=3)
+    a = rnd.mine({"q": "fever"}, {"q": "d0#0"})["q"]
+    assert a.negative_ids == rnd.mine({"q": "fever"}, {"q": "d0#0"})["q"].negative_ids
+    assert a.negative_scores == sorted(a.negative_scores, reverse=True)
+
+
+class _PlainRetriever:
+    """A Retriever with only ``search`` (no get_scores): the guard cannot score an unretrieved positive."""
+
+    def __init__(self, hits):
+        self.hits = hits
+
+    def search(self, queries, k=100):
+        return {q: dict(list(self.hits.items())[:k]) for q in queries}
+
+
+def test_miner_with_a_plain_retriever():
+    hits = {"a#0": 9.0, "b#0": 5.0, "c#0": 4.0, "d#0": 1.0}
+    found = HardNegativeMiner(_PlainRetriever(hits), num_negatives=2, range_max=3).mine({"q": "x"}, {"q": "b#0"})["q"]
+    # positive 5.0 -> threshold 4.75: a#0 (9.0) is a likely false negative; c#0 and d#0 stay
+    assert found.negative_ids == ["c#0", "d#0"] and found.positive_rank == 2
+    missing = HardNegativeMiner(_PlainRetriever(hits), num_negatives=2, range_max=3)
+    assert missing.mine({"q": "x"}, {"q": "zzz#0"})["q"].negative_ids == []
+    assert missing.counts["queries_positive_unscored"] == 1
+
+
+def test_dense_miner_with_minilm(minilm_path):
+    from data_gen.mining import DenseRetriever
+
+    ids = ["a#0", "b#0", "c#0", "d#0"]
+    texts = ["Warfarin anticoagulation for atrial fibrillation", "Insulin therapy in type 1 diabetes",
+             "Metformin for type 2 diabetes", "Inhaled albuterol for asthma"]
+    retriever = DenseRetriever.from_model(minilm_path, ids, texts, device="cpu")
+    mined = HardNegativeMiner(retriever, num_negatives=2, range_max=3, relative_margin=0.05).mine(
+        {"q": "metformin tablets for type 2 diabetes"}, {"q": "c#0"})["q"]
+    assert mined.positive_rank == 1 and mined.negative_ids
+    threshold = mined.positive_score - abs(mined.positive_score) * 0.05
+    assert all(s <= threshold for s in mined.negative_scores)
+
+
+def test_teacher_scores_from_a_cross_encoder(tmp_path, minilm_path):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from data_gen.mining import add_teacher_scores
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=1)
+                                  ).save_pretrained(tmp_path / "ce")
+    tok.save_pretrained(tmp_path / "ce")
+    recs = [TripletRecord("q1", "aspirin dose", "a", "Aspirin 650 mg", ["b", "c"], ["Insulin", "Warfarin"]),
+            TripletRecord("q2", "inr", "c", "Warfarin", [], [])]
+    add_teacher_scores(recs, str(tmp_path / "ce"), device="cpu")
+    assert len(recs[0].teacher_scores) == 3 and len(recs[1].teacher_scores) == 1
+    assert len(set(recs[0].teacher_scores)) == 3  # a real model scored each pair
+
+
+# ------------------------------------------------------------------ exports
+
+def test_exporters_write_trainer_formats(tmp_path):
+    recs = [TripletRecord("q1", "aspirin dose", "n1#0", "Aspirin 650 mg", ["n2#0", "n3#0"], ["Insulin", "Warfarin"],
+                          positive_score=9.0, negative_scores=[5.0, 4.0], split="train"),
+            TripletRecord("q2", "inr target", "n3#0", "Warfarin", ["n1#0"], ["Aspirin 650 mg"], split="dev"),
+            TripletRecord("q3", "no negatives", "n4#0", "Gout", [], [], split="train")]
+    counts = to_colbert(recs, tmp_path / "colbert")
+    assert counts == {"triples": 1, "dev_triples": 1, "collection": 3, "queries": 2, "skipped": 1}
+    collection = (tmp_path / "colbert" / "collection.tsv").read_text().splitlines()
+    assert collection == ["0\tAspirin 650 mg", "1\tInsulin", "2\tWarfarin"]  # pid = line number
+    assert json.loads((tmp_path / "colbert" / "triples.jsonl").read_text()) == [0, 0, 1, 2]
+    assert json.loads((tmp_path / "colbert" / "dev_triples.jsonl").read_text()) == [1, 2, 0]
+    id_map = json.loads((tmp_path / "colbert" / "id_map.json").read_text())
+    assert id_map["pids"]["n3#0"] == 2 and id_map["qids"]["q2"] == 1
+    to_colbert(recs, tmp_path / "scored", with_scores="miner")
+    assert json.loads((tmp_path / "scored" / "triples.jsonl").read_text()) == [0, [0, 9.0], [1, 5.0], [2, 4.0]]
+    st = to_sentence_transformers(recs, tmp_path / "st")
+    assert st == {"train": 2, "dev": 1, "skipped_no_negatives": 1}
+    row = json.loads((tmp_path / "st" / "train.jsonl").read_text().splitlines()[1])
+    assert row == {"anchor": "aspirin dose", "positive": "Aspirin 650 mg", "negative": "Warfarin"}
+
+
+# ------------------------------------------------------------------ pipeline
+
+def test_pipeline_end_to_end(notes_file, tmp_path):
+    out = tmp_path / "out"
+    manifest = TripletPipeline(small_config(notes_file, out)).run()
+    records = list(read_triplets(out))
+    assert records and len(records) == manifest["counts"]["records"]["total"]
+    assert len({r.query_id for r in records}) == len(records)
+    assert sum(bool(r.negatives) for r in records) >= 0.8 * len(records)
+    for r in records:
+        assert len(r.negatives) <= 3 and r.miner == "bm25"
+        if r.query.startswith("Follow-up visit is scheduled"):
+            # boilerplate found in every note: every candidate scores like the positive -> guard keeps none
+            assert r.negatives == []
+        assert r.note_id not in {n.split("#")[0] for n in r.negative_ids}, "same-note negatives are excluded"
+        if r.positive_id != r.query_id.rsplit(":", 1)[0]:  # ICT removed the sentence (90% of the time)
+            assert r.query not in r.positive
+    train_notes = {r.note_id for r in records if r.split == "train"}
+    dev_notes = {r.note_id for r in records if r.split == "dev"}
+    assert train_notes and dev_notes and not train_notes & dev_notes
+    assert len(list(read_triplets(out / "dev"))) == len([r for r in records if r.split == "dev"])
+    import datasets
+
+    table = datasets.Dataset.from_parquet(str(out / "triplets.parquet"))
+    assert table.num_rows == len(records) and table[0]["query_id"] == records[0].query_id
+    assert (out / "export" / "colbert" / "triples.jsonl").is_file()
+    assert (out / "export" / "sentence_transformers" / "train.jsonl").is_file()
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["config"]["generator"] == "inverse_cloze" and m["input"]["sha256"]
+    assert "bm25s" in m["versions"] and m["counts"]["notes"]["read"] == len(TOPICS)
+    assert not (out / "_work").exists() and not Path(str(out) + ".partial").exists()
+
+    with pytest.raises(IndexExistsError):
+        TripletPipeline(small_config(notes_file, out)).run()
+    again = TripletPipeline(small_config(notes_file, out, overwrite=True)).run()
+    assert again["counts"]["records"] == manifest["counts"]["records"]
+
+
+def test_round_trip_filter_and_length_filter_are_counted(notes_file, tmp_path):
+    m = TripletPipeline(small_config(notes_file, tmp_path / "rt", generator="cropping", round_trip_k=1,
+                                     min_query_words=6, queries_per_note=3)).run()
+    f = m["counts"]["filters"]
+    assert f["round_trip"] > 0 and f["length"] > 0
+    assert m["counts"]["records"]["total"] == m["counts"]["generation"]["generated"] - sum(f.values())
+
+
+def test_resume_refuses_different_settings(notes_file, tmp_path):
+    out = tmp_path / "out"
+    partial = Path(str(out) + ".partial")
+    partial.mkdir()
+    (partial / "state.json").write_text(json.dumps({"fingerprint": "something else"}))
+    with pytest.raises(InputError, match="different settings"):
+        TripletPipeline(small_config(notes_file, out)).run()
+
+
+def test_shards_then_merge_equal_one_run(notes_file, tmp_path):
+    single = {r.query_id: r for r in read_triplets(_run(notes_file, tmp_path / "single"))}
+    for i in range(3):
+        TripletPipeline(small_config(notes_file, tmp_path / "sharded", shard=f"{i}/3")).run()
+    merge_shards(tmp_path / "sharded")
+    merged = {r.query_id: r for r in read_triplets(tmp_path / "sharded")}
+    assert merged.keys() == single.keys()
+    assert all(merged[q].negative_ids == single[q].negative_ids for q in merged)
+    with pytest.raises(IndexExistsError):
+        merge_shards(tmp_path / "sharded")
+
+
+def _run(notes_file, out):
+    TripletPipeline(small_config(notes_file, out)).run()
+    return out
+
+
+# ------------------------------------------------------------------ CLI
+
+def _cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-c", "from colmed.cli import main; main()", *args],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+                          **kw)
+
+
+def test_cli_generate_and_bad_input(notes_file, tmp_path):
+    cfg = tmp_path / "gen.yaml"
+    cfg.write_text("chunk-words: 60\nmin_chunk_words: 10\nnum_negatives: 2\nrange_max: 8\n")
+    out = tmp_path / "cli"
+    ok = _cli("generate", "--config", str(cfg), "--notes", str(notes_file), "--out", str(out),
+              "--generator", "cropping", "--negatives", "3", "--no-progress")
+    assert ok.returncode == 0, ok.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["config"]["num_negatives"] == 3 and m["config"]["chunk_words"] == 60  # flag beats YAML
+    again = _cli("generate", "--config", str(cfg), "--notes", str(notes_file), "--out", str(out), "--no-progress")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("negatives_typo: 3\n")
+    err = _cli("generate", "--config", str(bad), "--notes", str(notes_file), "--out", str(tmp_path / "x"))
+    assert err.returncode == 2 and "negatives_typo" in err.stderr and len(err.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.timeout(120)
+def test_kill_minus_9_and_resume_loses_and_duplicates_nothing(notes_file, tmp_path):
+    """kill -9 the CLI at several moments; re-running the same command ends with the same records as
+    an uninterrupted run, each exactly once."""
+    from test_data_gen_llm import scripted_server
+
+    with scripted_server(delay=0.15) as url:
+        common = ["generate", "--notes", str(notes_file), "--generator", "llm", "--backend", "openai",
+                  "--base-url", url, "--model", "m", "--chunk-words", "60", "--batch-notes", "1", "--concurrency", "1",
+                  "--negatives", "2", "--range-max", "8", "--dev-fraction", "0.25", "--no-progress"]
+        reference = tmp_path / "reference"
+        assert _cli(*common, "--out", str(reference)).returncode == 0
+        out = tmp_path / "resumed"
+        work = Path(str(out) + ".partial") / "_work" / "generate"
+        kills = 0
+        for wait_parts in (2, 5, 9):
+            proc = subprocess.Popen([sys.executable, "-c", "from colmed.cli import main; main()", *common,
+                                     "--out", str(out)], cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 60
+            while time.time() < deadline and proc.poll() is None:
+                if len(list(work.glob("*.done.json"))) >= wait_parts:
+                    break
+                time.sleep(0.02)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+            proc.wait()
+        assert kills >= 2, "the run finished before it could be killed"
+        assert not (out / "manifest.json").exists()
+        done = _cli(*common, "--out", str(out))
+        assert done.returncode == 0, done.stderr
+    ref = [r.to_dict() for r in read_triplets(reference)]
+    got = [r.to_dict() for r in read_triplets(out)]
+    assert len({r["query_id"] for r in got}) == len(got)
+    assert got == ref
