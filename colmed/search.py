@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Mapping
@@ -55,6 +53,37 @@ def load_queries(source: str | Path, split: str = "test") -> tuple[dict[str, str
                         "split": split, "qrels_hash": ds.qrels_hash}
 
 
+def ann_recall_line(manifest: IndexManifest) -> str:
+    """One line saying how exact the index is: ``exact search`` or its measured ANN recall."""
+    stats, settings = manifest.stats or {}, manifest.settings or {}
+    recall = {k: v for k, v in stats.items() if k.startswith("ann_recall@")}
+    index_type = settings.get("index_type") or manifest.kind
+    if recall:
+        parts = ", ".join(f"{k.removeprefix('ann_')}={v:.4f}" for k, v in recall.items())
+        n = stats.get("ann_recall_queries")
+        return (f"{index_type} index: approximate; {parts} against exact search"
+                + (f" on {n} queries" if n else ""))
+    if (manifest.kind == "dense" and index_type == "flat") or manifest.kind == "bm25":
+        return f"{index_type} index: exact search"
+    return f"{index_type} index: approximate; recall against exact search not measured"
+
+
+def write_run(run: Mapping[str, Mapping[str, float]], manifest: IndexManifest, queries: Mapping[str, str],
+              source_info: dict, out: str | Path, k: int, timing: dict | None = None, tag: str | None = None,
+              extra: dict | None = None) -> None:
+    """Write ``out`` (TREC) and its protocol sidecar ``out.json``; the sidecar is written last, so a run
+    file with a sidecar is always complete."""
+    from eval.protocol import queries_hash
+
+    write_trec(out, run, tag=tag or Path(out).stem)
+    write_json(str(out) + ".json", {
+        "run": Path(out).name, "k": k, "queries_hash": queries_hash(queries), **source_info,
+        "index": {"kind": manifest.kind, "model": manifest.model, "query_prompt": manifest.query_prompt,
+                  "document_prompt": manifest.document_prompt, "settings": manifest.settings,
+                  "dataset": manifest.dataset, "stats": manifest.stats},
+        "ann": ann_recall_line(manifest), "timing": timing or {}, **(extra or {})})
+
+
 def search_to_trec(retriever: Retriever, manifest: IndexManifest, queries_source: str | Path, out: str | Path,
                    k: int = 100, split: str = "test", batch_size: int = 64, tag: str | None = None) -> dict:
     """Search every query of ``queries_source`` and write ``out`` (TREC) plus ``out.json`` (protocol)."""
@@ -62,13 +91,6 @@ def search_to_trec(retriever: Retriever, manifest: IndexManifest, queries_source
     t0 = time.perf_counter()
     run = search_queries(retriever, queries, k=k, batch_size=batch_size, progress=True)
     seconds = time.perf_counter() - t0
-    write_trec(out, run, tag=tag or Path(out).stem)
-    qhash = hashlib.sha256(json.dumps(sorted(queries.items())).encode()).hexdigest()
     info = {"queries": len(queries), "seconds": round(seconds, 3), "qps": len(queries) / max(seconds, 1e-9)}
-    write_json(str(out) + ".json", {
-        "run": Path(out).name, "k": k, "queries_hash": qhash, **source_info,
-        "index": {"kind": manifest.kind, "model": manifest.model, "query_prompt": manifest.query_prompt,
-                  "document_prompt": manifest.document_prompt, "settings": manifest.settings,
-                  "dataset": manifest.dataset, "stats": manifest.stats},
-        "timing": info})
+    write_run(run, manifest, queries, source_info, out, k, timing=info, tag=tag)
     return info

@@ -28,11 +28,11 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from colmed.manifest import git_sha
 from colmed.errors import IndexExistsError, InputError
 from colmed.io import atomic_write, read_jsonl, sha256_file, write_json, write_jsonl
 from data_gen.config import GenerateConfig, parse_shard
@@ -53,16 +53,6 @@ def _merge_counts(total: dict, part: dict) -> None:
             _merge_counts(total.setdefault(k, {}), v)
         elif isinstance(v, (int, float)):
             total[k] = total.get(k, 0) + v
-
-
-def git_sha() -> str | None:
-    """The commit of the colmed checkout, when it is a git checkout with commits."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def input_hash(source: str) -> dict[str, str]:

@@ -97,6 +97,9 @@ class Comparison:
     per_query: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     coverage: dict[str, dict] = field(default_factory=dict)
     protocol: dict = field(default_factory=dict)
+    # run -> metric -> (low, high): percentile bootstrap over queries (eval.uncertainty)
+    confidence_intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    confidence: float = 0.95
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -107,11 +110,14 @@ class Comparison:
 def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, float]]],
                  metrics=DEFAULT_METRICS, *, stat_test: str = "student", max_p: float = 0.05,
                  exclude_self: bool = False, fuse: str | None = None, dataset_name: str = "",
-                 max_missing: float = MAX_MISSING_QUERIES) -> Comparison:
+                 max_missing: float = MAX_MISSING_QUERIES, confidence: float | None = 0.95,
+                 n_resamples: int = 2000) -> Comparison:
     """Evaluate named runs on the same qrels and test every pair for significance (ranx ``compare``).
 
     ``stat_test`` is ``student`` (two-sided paired t-test) or ``fisher`` (randomization test).
     ``fuse`` (e.g. ``rrf``) adds a fused run of all inputs, named ``fused-<method>``.
+    ``confidence`` (e.g. 0.95) adds percentile-bootstrap intervals over queries for every mean
+    (:func:`eval.uncertainty.bootstrap_ci`); ``None`` skips them.
     """
     from ranx import Qrels, Run as RanxRun, compare, evaluate
 
@@ -142,8 +148,14 @@ def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, 
     for r in ranx_runs:
         per_query[r.name] = {m: np.asarray(evaluate(rq, r, [m], return_mean=False, make_comparable=True),
                                            dtype=float).tolist() for m in metrics}
+    intervals = {}
+    if confidence:
+        from eval.uncertainty import bootstrap_ci
+
+        intervals = {n: {m: bootstrap_ci(per_query[n][m], confidence, n_resamples) for m in metrics} for n in names}
     return Comparison(dataset_name, metrics, names, {n: dict(report.results[n]) for n in names}, p_values,
-                      beats, stat_test, max_p, per_query, coverage)
+                      beats, stat_test, max_p, per_query, coverage, confidence_intervals=intervals,
+                      confidence=confidence or 0.95)
 
 
 def fuse_runs(runs: list[Mapping[str, Mapping[str, float]]], method: str = "rrf", norm: str | None = None) -> Run:

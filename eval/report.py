@@ -89,8 +89,12 @@ def print_table(c: Comparison, title: str | None = None) -> None:
                   f"p < {c.max_p})")
 
 
-def plot_bars(scores: dict[str, dict[str, float]], metrics: list[str], path: str | Path, title: str = "") -> None:
-    """Grouped bar plot: one group per metric, one bar per run; written atomically as PNG."""
+def plot_bars(scores: dict[str, dict[str, float]], metrics: list[str], path: str | Path, title: str = "",
+              errors: dict[str, dict[str, tuple[float, float]]] | None = None) -> None:
+    """Grouped bar plot: one group per metric (or dataset), one bar per run; written atomically as PNG.
+
+    ``errors`` (run -> group -> (low, high)) draws confidence intervals as error bars.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,7 +107,12 @@ def plot_bars(scores: dict[str, dict[str, float]], metrics: list[str], path: str
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(metrics) * max(1, len(names)) / 2), 4))
     for i, n in enumerate(names):
         vals = [scores[n].get(m, float("nan")) for m in metrics]
-        bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=n)
+        yerr = None
+        if errors and n in errors:
+            lows = [v - errors[n].get(m, (v, v))[0] for v, m in zip(vals, metrics)]
+            highs = [errors[n].get(m, (v, v))[1] - v for v, m in zip(vals, metrics)]
+            yerr = np.array([lows, highs])
+        bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=n, yerr=yerr, capsize=2)
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
     ax.set_xticks(x, metrics)
     ax.set_ylim(0, min(1.12, max(v for s in scores.values() for v in s.values()) * 1.15 + 0.02))

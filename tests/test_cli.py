@@ -38,7 +38,7 @@ def test_index_search_compare_end_to_end(tmp_path, sample_dataset_dir):
     sidecar = json.loads((tmp_path / "bm25.trec.json").read_text())
     assert sidecar["split"] == "test" and sidecar["index"]["kind"] == "bm25" and sidecar["k"] == 100
     r = run_cli("search", "--index", idx, "--query", "dry cough lisinopril", "--k", "3")
-    assert "htn-02" in r.output.splitlines()[0] and "ACE inhibitor cough" in r.output
+    assert "htn-02" in r.stdout.splitlines()[0] and "ACE inhibitor cough" in r.stdout
     out = tmp_path / "report"
     r = run_cli("compare", "--dataset", sample_dataset_dir, "--run", run, "--run", f"again={run}",
                 "--fuse", "rrf", "--test", "fisher", "--out", out)

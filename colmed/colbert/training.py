@@ -24,12 +24,12 @@ import datetime as _dt
 import json
 import random
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from colmed.manifest import git_sha
 from colmed.errors import IndexExistsError, InputError
 from colmed.io import atomic_directory, read_jsonl, sha256_file, write_json
 from data_gen.records import TripletRecord
@@ -203,16 +203,6 @@ def _epoch_ordered(examples: list[list], steps: int, bsize: int, seed: int) -> t
         ordered.extend(epoch)
         epochs += 1
     return ordered[:needed], epochs
-
-
-def git_sha(cwd: str | Path | None = None) -> str | None:
-    """The commit of the code that ran, if it runs from a git checkout with commits."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def train_colbert(triplets: str | Path, out: str | Path, config: ColbertTrainingConfig, overwrite: bool = False,

@@ -17,8 +17,10 @@ import click
 @click.option("--metric", "metrics", multiple=True, help="ranx metric (repeat); default nDCG@10, R@100, MAP@100, MRR@10.")
 @click.option("--self-hits", type=click.Choice(["auto", "exclude", "keep"]), default="auto", show_default=True,
               help="Drop a query's own id from its results; auto = as the dataset's protocol says (ArguAna).")
+@click.option("--allow-prompt-ablation", is_flag=True,
+              help="Allow runs of the same model made with different query/document prompts (a prompt ablation).")
 @click.option("--out", default=None, type=click.Path(), help="Report folder (default: compare-<dataset>).")
-def command(dataset, split, runs, fuse, stat_test, max_p, metrics, self_hits, out):
+def command(dataset, split, runs, fuse, stat_test, max_p, metrics, self_hits, allow_prompt_ablation, out):
     """Compare runs: a table with significance markers, report.md, comparison.json and comparison.png.
 
     \b
@@ -31,7 +33,7 @@ def command(dataset, split, runs, fuse, stat_test, max_p, metrics, self_hits, ou
     from colmed.io import atomic_write, write_json
     from eval.data import load_dataset
     from eval.evaluation import DEFAULT_METRICS, compare_runs
-    from eval.protocol import check_comparable, read_sidecar
+    from eval.protocol import check_comparable, check_prompts, protocol_record, read_sidecar
     from eval.registry import get_spec
     from eval.report import plot_bars, print_table, to_markdown
     from eval.runs import read_trec
@@ -45,7 +47,9 @@ def command(dataset, split, runs, fuse, stat_test, max_p, metrics, self_hits, ou
         if name in named:
             raise InputError(f"two runs are named {name!r}; name them with NAME=PATH", path=path)
         named[name] = path
-    check_comparable({p: read_sidecar(p) for p in named.values()})
+    sidecars = {p: read_sidecar(p) for p in named.values()}
+    check_comparable(sidecars)
+    check_prompts(sidecars, allow_prompt_ablation=allow_prompt_ablation)
     ds = load_dataset(dataset, split=split, require_corpus=False)
     spec = get_spec(ds.name)
     exclude = (spec.exclude_self_hits if spec else False) if self_hits == "auto" else self_hits == "exclude"
@@ -53,8 +57,15 @@ def command(dataset, split, runs, fuse, stat_test, max_p, metrics, self_hits, ou
     metrics = list(metrics) or list(DEFAULT_METRICS)
     comp = compare_runs(ds, loaded, metrics, stat_test=stat_test, max_p=max_p, exclude_self=exclude,
                         fuse=fuse, dataset_name=ds.name)
-    comp.protocol = {"dataset": ds.name, "split": split, "fingerprint": ds.fingerprint[:12],
-                     "qrels_hash": ds.qrels_hash[:12], "self_hits": "excluded" if exclude else "kept"}
+    ks = {sc.get("k") for sc in sidecars.values() if sc and sc.get("k") is not None}
+    comp.protocol = protocol_record(ds, k=ks.pop() if len(ks) == 1 else None, exclude_self_hits=exclude,
+                                    metrics=metrics, stat_test=stat_test,
+                                    correction="none (pairwise markers; use colmed benchmark for Holm-corrected "
+                                               "tests against a baseline)")
+    comp.protocol["prompts"] = {n: {"query": (sc or {}).get("index", {}).get("query_prompt"),
+                                    "document": (sc or {}).get("index", {}).get("document_prompt")}
+                                for n, sc in zip(named, sidecars.values()) if sc}
+    comp.protocol["prompt_ablation_allowed"] = allow_prompt_ablation
     print_table(comp, title=f"{ds.name} ({split}, {len(ds.qrels)} judged queries)")
     out = Path(out or f"compare-{ds.name}")
     with atomic_write(out / "report.md") as f:

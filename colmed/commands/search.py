@@ -31,7 +31,10 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device):
         raise InputError("--queries needs --out (the TREC run file to write)")
     from indexes.base import IndexManifest, load_index, read_docs
 
+    from colmed.search import ann_recall_line
+
     manifest = IndexManifest.read(index_dir)
+    click.echo(ann_recall_line(manifest), err=True)  # approximate indexes say what they cost
     retriever = load_index(index_dir, device=device)
     if query_text is not None:
         hits = retriever.search({"q": query_text}, k=k)["q"]
@@ -43,4 +46,4 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device):
     from colmed.search import search_to_trec
 
     info = search_to_trec(retriever, manifest, queries, out, k=k, split=split, batch_size=batch_size)
-    click.echo(f"wrote {out} ({info['queries']} queries, {info['qps']:.1f} queries/s)")
+    click.echo(f"wrote {out} ({info['queries']} queries, {info['qps']:.1f} queries/s; {ann_recall_line(manifest)})")

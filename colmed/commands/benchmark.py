@@ -1,0 +1,91 @@
+"""``colmed benchmark``: retrievers x a benchmark suite, cached, with CIs, Holm-corrected tests and a
+published-figure check."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("benchmark")
+@click.option("--retriever", "retrievers", multiple=True,
+              help="[NAME=]bm25 | dense:<model> | colbert:<checkpoint> | index:<dir> (repeat).")
+@click.option("--suite", default=None, help="Suite from the dataset registry (default: medical).")
+@click.option("--dataset", "datasets", multiple=True,
+              help="Registered dataset name or BEIR folder (repeat); overrides --suite.")
+@click.option("--data-dir", default=None, type=click.Path(),
+              help="Folder of local BEIR datasets (<data-dir>/<name>), e.g. ../shared/beir; else the hub.")
+@click.option("--baseline", default=None, help="Retriever name the others are tested against (default: the first).")
+@click.option("--check-published", is_flag=True, default=None,
+              help="Put colmed's figures beside the published ones (eval/data/published.yaml) and flag gaps.")
+@click.option("--tolerance", type=float, default=None, help="Allowed |colmed - published| nDCG@10 (default: 0.02).")
+@click.option("--out", default=None, type=click.Path(), help="Benchmark folder (reports + cache/).")
+@click.option("--config", "config_path", default=None, type=click.Path(), help="YAML config; flags override it.")
+@click.option("--k", type=int, default=None, help="Documents retrieved per query (default 100).")
+@click.option("--test", "stat_test", type=click.Choice(["student", "fisher"]), default=None,
+              help="Paired significance test (default: student).")
+@click.option("--bootstrap-resamples", type=int, default=None, help="Bootstrap resamples for the CIs (default 2000).")
+@click.option("--index-type", type=click.Choice(["flat", "hnsw", "ivfpq"]), default=None,
+              help="Dense retrievers: faiss index type (default flat = exact).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--device", default=None)
+def command(retrievers, suite, datasets, data_dir, baseline, check_published, tolerance, out, config_path, k,
+            stat_test, bootstrap_resamples, index_type, batch_size, device):
+    """Evaluate retrievers on a suite: MedEmbed-style tables (nDCG@10 with 95% CIs, Recall@100, MRR@10),
+    Holm-corrected significance against a baseline, CSV/JSON/PNG and a manifest. Indexes and runs are
+    cached in <out>/cache, so adding a retriever only computes the new one.
+
+    \b
+    colmed benchmark --retriever bm25 --retriever dense:sentence-transformers/all-MiniLM-L6-v2 \\
+        --suite medical --data-dir ../shared/beir --check-published --out runs/bench
+    """
+    from colmed.commands._common import quiet_libraries
+    from colmed.errors import InputError
+    from eval.benchmark import BenchmarkConfig, run_benchmark
+
+    quiet_libraries()
+    overrides = dict(retrievers=list(retrievers), suite=suite, datasets=list(datasets), data_dir=data_dir,
+                     baseline=baseline, check_published=check_published, tolerance=tolerance, out=out, k=k,
+                     stat_test=stat_test, bootstrap_resamples=bootstrap_resamples, index_type=index_type,
+                     batch_size=batch_size, device=device)
+    if config_path:
+        config = BenchmarkConfig.from_yaml(config_path, **overrides)
+    else:
+        if not out:
+            raise InputError("--out is required (the benchmark folder)", field="out")
+        config = BenchmarkConfig(**{k: v for k, v in overrides.items() if v is not None and v != []})
+    results = run_benchmark(config, log=lambda line: click.echo(line, err=True))
+    _print_summary(results)
+    click.echo(f"wrote {config.out}/report.md, ndcg@10.csv, metrics.csv, results.json, benchmark.png, manifest.json")
+
+
+def _print_summary(results: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from eval.benchmark import ndcg_table_rows
+
+    datasets = results["datasets"]
+    table = Table(title="nDCG@10 (95% CI); ▲/▼ = significantly better/worse than the baseline (Holm)")
+    for h in ["retriever", *datasets, "average"]:
+        table.add_column(h, justify="left" if h == "retriever" else "right")
+    for row in ndcg_table_rows(results):
+        n = row["retriever"]
+        cells = []
+        for d in datasets:
+            if d not in row:
+                cells.append("n/a")
+                continue
+            t = results["vs_baseline"].get(d, {}).get(n, {}).get("ndcg@10")
+            mark = "" if not t or not t["significant"] else ("▲" if t["direction"] == "better" else "▼")
+            low, high = results["ci"][d][n]["ndcg@10"]
+            cells.append(escape(f"{row[d]:.4f}{mark}\n[{low:.3f}, {high:.3f}]"))
+        avg = "n/a" if row["average"] is None else f"{row['average']:.4f}"
+        table.add_row(n + (" (baseline)" if n == results["baseline"] else ""), *cells, avg)
+    console = Console(stderr=False)
+    console.print(table)
+    if results["skipped"]:  # each was reported in one line as it happened
+        console.print(f"skipped: {', '.join(s['dataset'] for s in results['skipped'])} (see report.md)", markup=False)
+    for r in results.get("published") or []:
+        console.print(f"published {r['retriever']} / {r['dataset']}: colmed {r['measured']:.4f} vs "
+                      f"{r['published']:.4f} ({r['diff']:+.4f}) {r['status']} [{r['source']}]", markup=False)

@@ -1,0 +1,183 @@
+"""``colmed benchmark``: hand-checked tables, skipped datasets, caching, significance, published check."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from colmed.cli import main  # noqa: E402
+from colmed.errors import InputError  # noqa: E402
+from eval.benchmark import BenchmarkConfig, RetrieverSpec, run_benchmark  # noqa: E402
+from eval.published import check_published  # noqa: E402
+from eval.runs import read_trec  # noqa: E402
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+@pytest.fixture()
+def data_dir(tmp_path, sample_dataset_dir) -> Path:
+    """A --data-dir holding the bundled sample as 'nfcorpus' and a corpus-less 'trec-covid' folder."""
+    root = tmp_path / "beir"
+    shutil.copytree(sample_dataset_dir, root / "nfcorpus")
+    (root / "trec-covid" / "qrels").mkdir(parents=True)
+    shutil.copy(sample_dataset_dir / "queries.jsonl", root / "trec-covid" / "queries.jsonl")
+    shutil.copy(sample_dataset_dir / "qrels" / "test.tsv", root / "trec-covid" / "qrels" / "test.tsv")
+    return root
+
+
+def _hand_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """nDCG@10 (linear gains), Recall@100 and MRR@10 written out from their definitions."""
+    ndcg, recall, mrr = [], [], []
+    for q, rels in qrels.items():
+        ranked = [d for d, _ in sorted(run.get(q, {}).items(), key=lambda kv: (-kv[1], kv[0]))]
+        dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
+        ideal = sorted(rels.values(), reverse=True)
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal[:10]))
+        ndcg.append(dcg / idcg)
+        relevant = {d for d, g in rels.items() if g > 0}
+        recall.append(len(relevant & set(ranked[:100])) / len(relevant))
+        mrr.append(next((1 / (i + 1) for i, d in enumerate(ranked[:10]) if d in relevant), 0.0))
+    n = len(qrels)
+    return {"ndcg@10": sum(ndcg) / n, "recall@100": sum(recall) / n, "mrr@10": sum(mrr) / n}
+
+
+def test_table_values_match_metrics_computed_by_hand(tmp_path, data_dir, tiny_st_model_dir):
+    from eval.data import load_beir_folder
+
+    out = tmp_path / "bench"
+    cfg = BenchmarkConfig(retrievers=["bm25", f"tiny=dense:{tiny_st_model_dir}"], datasets=["nfcorpus"],
+                          data_dir=str(data_dir), out=str(out), bootstrap_resamples=500)
+    results = run_benchmark(cfg, log=_quiet)
+    ds = load_beir_folder(data_dir / "nfcorpus", name="nfcorpus")
+    table = {row["retriever"]: row for row in csv.DictReader(open(out / "ndcg@10.csv"))}
+    long = list(csv.DictReader(open(out / "metrics.csv")))
+    for name in ("bm25", "tiny"):
+        run_path = results["cells"]["nfcorpus"][name]["run_path"]
+        expected = _hand_metrics(read_trec(run_path), ds.qrels)
+        assert float(table[name]["nfcorpus"]) == pytest.approx(expected["ndcg@10"], abs=1e-6)
+        assert float(table[name]["average"]) == pytest.approx(expected["ndcg@10"], abs=1e-6)
+        for metric, value in expected.items():
+            row = next(r for r in long if r["retriever"] == name and r["metric"] == metric)
+            assert float(row["value"]) == pytest.approx(value, abs=1e-6)
+            assert float(row["ci_low"]) <= float(row["value"]) <= float(row["ci_high"])
+    # the markdown report carries the same numbers, the baseline test and the protocol
+    report = (out / "report.md").read_text()
+    assert f"{float(table['bm25']['nfcorpus']):.4f} [" in report and "bm25 (baseline)" in report
+    assert "Holm" in report and "paired Student's t-test" in report and "self-hits" in report.lower()
+    t = results["vs_baseline"]["nfcorpus"]["tiny"]["ndcg@10"]
+    assert t["p_holm"] >= t["p_value"] and t["delta_ci"][0] <= t["delta"] <= t["delta_ci"][1]
+    assert t["delta"] == pytest.approx(float(table["tiny"]["nfcorpus"]) - float(table["bm25"]["nfcorpus"]), abs=1e-6)
+    for name in ("report.md", "ndcg@10.csv", "metrics.csv", "results.json", "benchmark.png", "manifest.json"):
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["datasets"]["nfcorpus"]["dataset_fingerprint"] == ds.fingerprint
+    assert manifest["inputs"]["retrievers"]["tiny"]["model_hash"]  # local model identified by content
+
+
+def test_missing_and_incomplete_datasets_are_skipped_with_one_line(tmp_path, data_dir):
+    result = CliRunner().invoke(main, ["benchmark", "--retriever", "bm25", "--dataset", "nfcorpus",
+                                       "--dataset", "trec-covid", "--dataset", "publichealthqa", "--data-dir",
+                                       str(data_dir), "--out", str(tmp_path / "b")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    skip_lines = [line for line in result.output.splitlines() if line.startswith("skipped ")]
+    assert len([s for s in skip_lines if s.startswith("skipped trec-covid: ")]) == 1
+    assert len([s for s in skip_lines if s.startswith("skipped publichealthqa: ")]) == 1
+    trec = next(s for s in skip_lines if s.startswith("skipped trec-covid"))
+    assert "no corpus.jsonl" in trec and "BeIR/trec-covid" in trec  # local folder tried, then the hub
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "## Skipped datasets" in report and "- trec-covid:" in report and "- publichealthqa:" in report
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["datasets"] == ["nfcorpus"] and [s["dataset"] for s in results["skipped"]] == [
+        "trec-covid", "publichealthqa"]
+
+
+def test_adding_a_retriever_reuses_the_cached_ones(tmp_path, data_dir, tiny_st_model_dir, monkeypatch):
+    import indexes.base as index_base
+
+    built = []
+    real_build = index_base.build_index
+
+    def counting_build(kind, *args, **kwargs):
+        built.append(kind)
+        return real_build(kind, *args, **kwargs)
+
+    monkeypatch.setattr(index_base, "build_index", counting_build)
+    out = tmp_path / "bench"
+    base = dict(datasets=["nfcorpus"], data_dir=str(data_dir), out=str(out), bootstrap_resamples=200)
+    first = run_benchmark(BenchmarkConfig(retrievers=["bm25"], **base), log=_quiet)
+    assert built == ["bm25"]
+    run_path = Path(first["cells"]["nfcorpus"]["bm25"]["run_path"])
+    mtime = run_path.stat().st_mtime_ns
+
+    second = run_benchmark(BenchmarkConfig(retrievers=["bm25", f"tiny=dense:{tiny_st_model_dir}"], **base),
+                           log=_quiet)
+    assert built == ["bm25", "dense"]  # only the new retriever was built
+    assert second["cells"]["nfcorpus"]["bm25"]["status"] == "cached"
+    assert second["cells"]["nfcorpus"]["tiny"]["status"] == "built index + searched"
+    assert run_path.stat().st_mtime_ns == mtime
+    assert second["scores"]["bm25"]["nfcorpus"] == first["scores"]["bm25"]["nfcorpus"]
+
+    # a different setting is a different cache key: k changes the run, not the index
+    third = run_benchmark(BenchmarkConfig(retrievers=["bm25"], k=10, **base), log=_quiet)
+    assert built == ["bm25", "dense"] and third["cells"]["nfcorpus"]["bm25"]["status"] == "searched (index reused)"
+
+
+def test_prebuilt_index_retriever_applies_only_to_its_own_corpus(tmp_path, data_dir, sample_dataset_dir):
+    from eval.data import load_beir_folder
+    from indexes.base import build_index
+
+    ds = load_beir_folder(data_dir / "nfcorpus", name="nfcorpus")
+    build_index("bm25", ds, tmp_path / "idx", k1=0.9, b=0.4)
+    other = tmp_path / "other"
+    shutil.copytree(sample_dataset_dir, other / "publichealthqa")
+    with open(other / "publichealthqa" / "corpus.jsonl", "a") as f:
+        f.write('{"_id": "extra", "title": "", "text": "an extra document"}\n')
+    shutil.copytree(data_dir / "nfcorpus", other / "nfcorpus")
+    cfg = BenchmarkConfig(retrievers=["bm25", f"tuned=index:{tmp_path / 'idx'}"],
+                          datasets=["nfcorpus", "publichealthqa"], data_dir=str(other), out=str(tmp_path / "b"),
+                          bootstrap_resamples=200)
+    res = run_benchmark(cfg, log=_quiet)
+    assert "nfcorpus" in res["scores"]["tuned"] and "publichealthqa" not in res["scores"]["tuned"]
+    assert res["cells"]["publichealthqa"]["tuned"]["status"] == "not applicable"
+    assert "n/a" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_retriever_specs_and_config_errors(tmp_path):
+    assert RetrieverSpec.parse("bm25").name == "bm25"
+    spec = RetrieverSpec.parse("minilm=dense:sentence-transformers/all-MiniLM-L6-v2")
+    assert (spec.name, spec.kind, spec.target) == ("minilm", "dense", "sentence-transformers/all-MiniLM-L6-v2")
+    assert RetrieverSpec.parse("colbert:ckpt/colbertv2.0").name == "colbert:colbertv2.0"
+    with pytest.raises(InputError, match="unknown retriever"):
+        RetrieverSpec.parse("splade:x")
+    with pytest.raises(InputError, match="needs a target"):
+        RetrieverSpec.parse("dense")
+    with pytest.raises(InputError, match="baseline 'nope'"):
+        BenchmarkConfig(retrievers=["bm25"], baseline="nope").retriever_specs()
+    cfg_path = tmp_path / "bench.yaml"
+    cfg_path.write_text("retrievers: [bm25]\nsuite: medical\nk: 50\n")
+    cfg = BenchmarkConfig.from_yaml(cfg_path, k=20, out="x")
+    assert (cfg.k, cfg.suite, cfg.out) == (20, "medical", "x")
+    cfg_path.write_text("retrievers: [bm25]\nsuites: medical\n")
+    with pytest.raises(InputError, match="field 'suites'"):
+        BenchmarkConfig.from_yaml(cfg_path)
+
+
+def test_published_check_flags_gaps_beyond_tolerance():
+    rows = check_published({"bm25": {"nfcorpus": 0.29, "publichealthqa": 0.7}, "mine": {"nfcorpus": 0.4}},
+                           {"bm25": "bm25", "mine": None}, tolerance=0.02)
+    by_status = {(r["dataset"], r["status"]) for r in rows}
+    assert ("nfcorpus", "GAP") in by_status and ("nfcorpus", "reference") in by_status
+    gap = next(r for r in rows if r["status"] == "GAP")
+    assert gap["diff"] == pytest.approx(0.29 - gap["published"]) and gap["source"] and gap["url"]
+    assert all(r["retriever"] == "bm25" for r in rows)  # no published figure for a non-reference model
