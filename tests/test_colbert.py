@@ -194,6 +194,21 @@ def test_index_directory_has_manifest_string_id_map_and_stats(colbert_run):
     assert ids == list(colbert_run["dataset"].corpus)
     assert (index / "plaid" / "metadata.json").is_file()
     assert not any(p.name.startswith(".") for p in index.iterdir())  # no scratch left behind
+    # PLAID's pruning is measured against exhaustive MaxSim on the dataset's queries at build time.
+    assert stats["ann_recall_queries"] == 18 and 0.5 <= stats["ann_recall@10"] <= 1.0
+
+
+@pytest.mark.colbert
+def test_crippled_plaid_search_reports_recall_below_one(colbert_run):
+    from colmed.colbert.index import PlaidIndex, plaid_recall
+    from indexes.base import IndexManifest
+
+    index = colbert_run["index"]
+    queries = list(colbert_run["dataset"].queries.values())
+    normal = PlaidIndex(index, IndexManifest.read(index))
+    crippled = PlaidIndex(index, IndexManifest.read(index), ncells=1, ndocs=4, centroid_score_threshold=0.9)
+    assert plaid_recall(crippled, queries, k=10) < plaid_recall(normal, queries, k=10)
+    assert plaid_recall(crippled, queries, k=10) < 1.0
 
 
 @pytest.mark.colbert

@@ -49,7 +49,7 @@ def _dir_bytes(path: Path) -> int:
 
 def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_maxlen: int = 300,
                       batch_size: int = 32, device: str | None = None, kmeans_niters: int = 4,
-                      reuse_sample_encodings: bool = True, **extra) -> IndexManifest:
+                      reuse_sample_encodings: bool = True, recall_sample: int = 50, **extra) -> IndexManifest:
     """Encode ``dataset.corpus`` with the ColBERT checkpoint ``model`` into a PLAID index in ``out_dir``.
 
     Called by :func:`indexes.base.build_index`, which owns ``out_dir`` (a temp dir renamed on success) and
@@ -102,8 +102,34 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
              "reused_sample_encodings": info["reused_sample_encodings"]}
     from indexes.base import package_versions
 
-    return IndexManifest(kind="colbert", model=str(model), dims=int(info["dim"]), num_docs=len(doc_ids),
-                         settings=settings, stats=stats, versions=package_versions())
+    manifest = IndexManifest(kind="colbert", model=str(model), dims=int(info["dim"]), num_docs=len(doc_ids),
+                             settings=settings, stats=stats, versions=package_versions())
+    if recall_sample:
+        # PLAID prunes candidates by centroids; measure what that costs against exhaustive MaxSim.
+        probes = list(dataset.queries.values())[:recall_sample] or [
+            " ".join(p.split()[:12]) for p in passages[::max(1, len(passages) // recall_sample)][:recall_sample]]
+        k = min(10, len(doc_ids))
+        stats["ann_recall@10"] = round(plaid_recall(PlaidIndex(out_dir, manifest, model=model, device=device),
+                                                    probes, k=k), 4)
+        stats["ann_recall_queries"] = len(probes)
+    return manifest
+
+
+def plaid_recall(index: "PlaidIndex", queries: list[str], k: int = 10) -> float:
+    """Mean fraction of the exhaustive top-``k`` that the index's normal PLAID search also returns.
+
+    The exhaustive search is PLAID with pruning switched off: every centroid probed
+    (``ncells`` = all partitions), no centroid-score threshold, every document kept for the final
+    MaxSim over its full (decompressed) embeddings, i.e. exact late interaction over what is stored.
+    """
+    if not queries:
+        return 1.0
+    approx = index._searcher.search_batch(queries, k, **index.settings_for(k))
+    partitions = int(index.manifest.settings.get("num_partitions") or 1 << 20)
+    exact = index._searcher.search_batch(queries, k, ncells=partitions, centroid_score_threshold=-1.0,
+                                         ndocs=4 * len(index.doc_ids))
+    hits = [len(set(a[0]) & set(e[0])) / max(1, len(e[0])) for a, e in zip(approx, exact)]
+    return sum(hits) / len(hits)
 
 
 class PlaidIndex:
