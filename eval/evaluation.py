@@ -159,10 +159,27 @@ def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, 
 
 
 def fuse_runs(runs: list[Mapping[str, Mapping[str, float]]], method: str = "rrf", norm: str | None = None) -> Run:
-    """Fuse runs with ranx (``rrf`` by default; any ranx fusion method and normalisation)."""
+    """Fuse runs with ranx (``rrf`` by default; any ranx fusion method and normalisation).
+
+    A query that only some runs answer (BM25 finds nothing for a query with no known term) is fused
+    from the runs that have it: ranx needs identical query sets, so queries are fused in groups by
+    which runs answer them.
+    """
+    from collections import defaultdict
+
     from ranx import Run as RanxRun, fuse
 
     if norm is None:
         norm = "min-max" if method != "rrf" else None
-    fused = fuse([RanxRun({q: d for q, d in r.items() if d}) for r in runs], method=method, norm=norm)
-    return {q: {d: float(s) for d, s in docs.items()} for q, docs in fused.to_dict().items()}
+    groups: dict[tuple[int, ...], list[str]] = defaultdict(list)
+    for q in dict.fromkeys(q for r in runs for q in r):
+        groups[tuple(i for i, r in enumerate(runs) if r.get(q))].append(q)
+    out: Run = {}
+    for members, qids in groups.items():
+        if not members:
+            continue
+        # ranx refuses to fuse one run; fusing a run with itself keeps its per-query order.
+        parts = [runs[i] for i in members] if len(members) > 1 else [runs[members[0]]] * 2
+        fused = fuse([RanxRun({q: dict(r[q]) for q in qids}) for r in parts], method=method, norm=norm)
+        out.update({q: {d: float(s) for d, s in docs.items()} for q, docs in fused.to_dict().items()})
+    return out

@@ -53,6 +53,10 @@ def test_compare_marks_significance_and_fuses():
         assert "fused-rrf" in c.scores
     fused = fuse_runs([strong, weak], method="rrf")
     assert set(fused["q0"]) == {"good", "bad"}
+    # a query one run cannot answer is fused from the runs that can
+    partial = {q: d for q, d in weak.items() if q != "q1"}
+    fused = fuse_runs([strong, partial], method="rrf")
+    assert set(fused) == set(strong) and max(fused["q1"], key=fused["q1"].get) == "good"
     with pytest.raises(InputError, match="unknown test"):
         compare_runs(qrels, {"a": strong}, stat_test="bogus")
 
