@@ -150,15 +150,6 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", path=path)
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        raise InputError(f"malformed YAML ({getattr(e, 'problem', e)})", path=path,
-                         line=None if line is None else line + 1) from None
-    if not isinstance(values, dict):
-        raise InputError("expected a mapping of setting: value", path=path)
-    return values
+    from colmed.io import read_yaml_mapping
+
+    return read_yaml_mapping(path)

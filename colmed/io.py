@@ -137,3 +137,29 @@ def atomic_directory(out: str | Path, overwrite: bool = False) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """Read a YAML file that must hold a mapping; errors name the file and line.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.yaml"
+        >>> _ = p.write_text("lr: 2.0e-5\\nepochs: 1\\n")
+        >>> read_yaml_mapping(p)
+        {'lr': 2e-05, 'epochs': 1}
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("config file not found", path=path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise InputError(f"malformed YAML ({getattr(e, 'problem', e)})", path=path,
+                         line=None if line is None else line + 1) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping of setting: value", path=path)
+    return data

@@ -79,17 +79,10 @@ class StudyConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "StudyConfig":
+        from colmed.io import read_yaml_mapping
+
         p = Path(path)
-        if not p.is_file():
-            raise InputError("config file not found", path=p)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            raise InputError(f"malformed YAML ({getattr(e, 'problem', e)})", path=p,
-                             line=None if line is None else line + 1) from None
-        if not isinstance(data, dict):
-            raise InputError("expected a mapping at the top level", path=p)
+        data = read_yaml_mapping(p)
         return cls.from_dict(data, str(p))
 
     def to_dict(self) -> dict[str, Any]:

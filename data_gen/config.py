@@ -149,19 +149,9 @@ class GenerateConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "GenerateConfig":
         """Defaults <- YAML file <- ``overrides`` (``None`` overrides are ignored, as unset CLI flags)."""
-        import yaml
+        from colmed.io import read_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("config file not found", path=path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise InputError(f"malformed YAML ({getattr(e, 'problem', e)})", path=path,
-                             line=mark.line + 1 if mark else None) from None
-        if not isinstance(data, dict):
-            raise InputError("expected a mapping of settings", path=path)
+        data = read_yaml_mapping(path)
         data = {k.replace("-", "_"): v for k, v in data.items()}
         return cls.from_dict(data, source=path).replace(**{k: v for k, v in overrides.items() if v is not None})
 

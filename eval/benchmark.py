@@ -169,17 +169,10 @@ class BenchmarkConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "BenchmarkConfig":
-        import yaml
+        from colmed.io import read_yaml_mapping
 
         p = Path(path)
-        if not p.is_file():
-            raise InputError("config file not found", path=p)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            raise InputError(f"malformed YAML ({getattr(e, 'problem', e)})", path=p,
-                             line=None if line is None else line + 1) from None
+        data = read_yaml_mapping(p)
         known = set(cls.__dataclass_fields__)
         for k in data:
             if k not in known:

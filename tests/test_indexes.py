@@ -74,4 +74,4 @@ def test_bm25_reproduces_published_nfcorpus_figure(tmp_path):
     build_index("bm25", ds, tmp_path / "nf")
     run = load_index(tmp_path / "nf").search(ds.queries, k=100)
     ndcg = evaluate_run(ds, run, ["ndcg@10"])["ndcg@10"]
-    assert ndcg == pytest.approx(0.32, abs=0.01)  # bm25s reports 0.3213 for this setup
+    assert ndcg == pytest.approx(0.321, abs=0.01)  # bm25s benchmark table: NFCorpus 32.1 for this setup

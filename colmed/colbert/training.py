@@ -64,19 +64,9 @@ class ColbertTrainingConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ColbertTrainingConfig":
         """Read a YAML mapping of field names to values; unknown keys are errors."""
-        import yaml
+        from colmed.io import read_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("config file not found", path=path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            line = getattr(getattr(e, "problem_mark", None), "line", None)
-            raise InputError(f"malformed YAML ({getattr(e, 'problem', e)})", path=path,
-                             line=None if line is None else line + 1) from None
-        if not isinstance(data, dict):
-            raise InputError("expected a mapping of settings", path=path)
+        data = read_yaml_mapping(path)
         known = {f.name for f in dataclasses.fields(cls)}
         for key in data:
             if key not in known:
