@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def sh(cmd: list[str], log: list[dict]) -> float:
     """Run one CLI command, echo it, record it with its wall time; fail loudly."""
+    cmd = [str(c) for c in cmd]
     printable = " ".join(shlex.quote(c) for c in cmd)
     print(f"$ {printable}", flush=True)
     t0 = time.perf_counter()

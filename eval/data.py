@@ -179,7 +179,8 @@ def load_beir_folder(path: str | Path, split: str = "test", name: str | None = N
         corpus = read_corpus(corpus_path)
     elif require_corpus:
         raise InputError("no corpus.jsonl: this folder has queries and qrels only", path=path)
-    queries = read_queries(queries_path)
+    # A corpus-only folder is enough to build an index; evaluation then needs queries and qrels.
+    queries = read_queries(queries_path) if queries_path.is_file() or corpus is None else {}
     hashes = {p.name: sha256_file(p) for p in (corpus_path, queries_path) if p.is_file()}
     warnings: list[str] = []
     qrels: dict[str, dict[str, int]] = {}

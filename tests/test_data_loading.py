@@ -89,6 +89,14 @@ def test_missing_folder_and_corpusless_folder(tmp_path):
     assert load_beir_folder(root, require_corpus=False).qrels == {"q1": {"1": 1}}
 
 
+def test_corpus_only_folder_loads_for_indexing(tmp_path):
+    root = write_beir(tmp_path / "c", CORPUS, QUERIES, [("q1", "1", 1)])
+    (root / "queries.jsonl").unlink()
+    (root / "qrels" / "test.tsv").unlink()
+    ds = load_beir_folder(root)
+    assert set(ds.corpus) == {"1", "2"} and ds.queries == {} and ds.qrels == {}
+
+
 def test_hub_name_offline_is_one_line_error():
     with pytest.raises(InputError, match="cannot load from the hub"):
         load_dataset("BeIR/definitely-not-a-dataset-colmed")
