@@ -461,6 +461,22 @@ def ndcg_table_rows(results: dict, metric: str = "ndcg@10") -> list[dict]:
     return rows
 
 
+def ndcg_cells(results: dict, sep: str = " ") -> list[tuple[dict, list[str]]]:
+    """Each nDCG@10 row with its per-dataset cells: score, significance marker, CI (``sep`` before it)."""
+    out = []
+    for row in ndcg_table_rows(results):
+        n = row["retriever"]
+        cells = []
+        for d in results["datasets"]:
+            if d not in row:
+                cells.append("n/a")
+                continue
+            low, high = results["ci"][d][n]["ndcg@10"]
+            cells.append(f"{row[d]:.4f}{_marker(results, d, n, 'ndcg@10')}{sep}[{low:.3f}, {high:.3f}]")
+        out.append((row, cells))
+    return out
+
+
 def to_markdown(results: dict, config: BenchmarkConfig) -> str:
     datasets = results["datasets"]
     baseline = results["baseline"]
@@ -475,15 +491,8 @@ def to_markdown(results: dict, config: BenchmarkConfig) -> str:
         lines += [f"## nDCG@10 (test split) with {conf}% bootstrap CI over queries", "",
                   "| retriever | " + " | ".join(datasets) + " | average |",
                   "|---|" + "---|" * (len(datasets) + 1)]
-        for row in ndcg_table_rows(results):
+        for row, cells in ndcg_cells(results):
             n = row["retriever"]
-            cells = []
-            for d in datasets:
-                if d not in row:
-                    cells.append("n/a")
-                    continue
-                low, high = results["ci"][d][n]["ndcg@10"]
-                cells.append(f"{row[d]:.4f}{_marker(results, d, n, 'ndcg@10')} [{low:.3f}, {high:.3f}]")
             avg = "n/a" if row["average"] is None else f"{row['average']:.4f}{'*' if row['partial'] else ''}"
             label = f"{n} (baseline)" if n == baseline else n
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {avg} |")

@@ -63,23 +63,15 @@ def _print_summary(results: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from eval.benchmark import ndcg_table_rows
+    from eval.benchmark import ndcg_cells
 
     datasets = results["datasets"]
     table = Table(title="nDCG@10 (95% CI); ▲/▼ = significantly better/worse than the baseline (Holm)")
     for h in ["retriever", *datasets, "average"]:
         table.add_column(h, justify="left" if h == "retriever" else "right")
-    for row in ndcg_table_rows(results):
+    for row, cells in ndcg_cells(results, sep="\n"):
         n = row["retriever"]
-        cells = []
-        for d in datasets:
-            if d not in row:
-                cells.append("n/a")
-                continue
-            t = results["vs_baseline"].get(d, {}).get(n, {}).get("ndcg@10")
-            mark = "" if not t or not t["significant"] else ("▲" if t["direction"] == "better" else "▼")
-            low, high = results["ci"][d][n]["ndcg@10"]
-            cells.append(escape(f"{row[d]:.4f}{mark}\n[{low:.3f}, {high:.3f}]"))
+        cells = [escape(c) for c in cells]
         avg = "n/a" if row["average"] is None else f"{row['average']:.4f}"
         table.add_row(n + (" (baseline)" if n == results["baseline"] else ""), *cells, avg)
     console = Console(stderr=False)
