@@ -75,6 +75,18 @@ def validate_item(item: Any, allowed_types: list[str]) -> dict[str, Any]:
             "relevance": relevance}
 
 
+def _validate_all(raws: list, allowed_types: list[str]) -> tuple[list[dict[str, Any]], int, str | None]:
+    """Valid items, the count of invalid ones, and the last validation error."""
+    items, bad, error = [], 0, None
+    for raw in raws:
+        try:
+            items.append(validate_item(raw, allowed_types))
+        except LLMOutputError as e:
+            bad += 1
+            error = str(e)
+    return items, bad, error
+
+
 def parse_queries(text: str | None, allowed_types: list[str]) -> tuple[list[dict[str, Any]], int]:
     """``(valid items, number of invalid items)`` from a reply; raises if no valid item is found."""
     if not text or not text.strip():
@@ -83,25 +95,14 @@ def parse_queries(text: str | None, allowed_types: list[str]) -> tuple[list[dict
     for obj in _json_objects(text):
         if not isinstance(obj, dict) or not isinstance(obj.get("queries"), list):
             continue
-        items, bad = [], 0
-        for raw in obj["queries"]:
-            try:
-                items.append(validate_item(raw, allowed_types))
-            except LLMOutputError as e:
-                bad += 1
-                last_error = str(e)
+        items, bad, error = _validate_all(obj["queries"], allowed_types)
         if items:
             return items, bad
-        last_error = f"no valid item ({last_error})"
+        last_error = f"no valid item ({error or last_error})"
     salvaged = _salvage_items(text)
     if salvaged:
-        items, bad = [], 0
-        for raw in salvaged:
-            try:
-                items.append(validate_item(raw, allowed_types))
-            except LLMOutputError as e:
-                bad += 1
-                last_error = str(e)
+        items, bad, error = _validate_all(salvaged, allowed_types)
         if items:
             return items, bad
+        last_error = error or last_error
     raise LLMOutputError(last_error)
