@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from colmed.io import atomic_write, write_json
+from eval.report import save_png
 
 
 def _load(path: Path) -> dict | None:
@@ -39,10 +40,7 @@ def _plot_curves(series: dict[str, list[tuple[float, float]]], path: Path, title
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
     return True
 
 

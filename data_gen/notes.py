@@ -117,14 +117,19 @@ def _read_jsonl_notes(path: Path, text_field: str, id_field: str, title_field: s
                 continue
             note = _make_note(rec, text_field, id_field, title_field, f"{path.stem}-{lineno}", issues,
                               where, lineno)
-            if note is None:
-                continue
-            if note.note_id in seen:
-                issues.add("duplicate_id", where, lineno, id_field, note.note_id)
-                continue
-            seen.add(note.note_id)
-            notes.append(note)
+            _keep_unique(note, notes, seen, issues, where, lineno, id_field)
     return notes
+
+
+def _keep_unique(note, notes: list, seen: set, issues, where, line, id_field: str) -> None:
+    """Append ``note`` unless it is ``None`` (already counted) or its id was seen (counted here)."""
+    if note is None:
+        return
+    if note.note_id in seen:
+        issues.add("duplicate_id", where, line, id_field, note.note_id)
+        return
+    seen.add(note.note_id)
+    notes.append(note)
 
 
 def _make_note(rec: dict, text_field: str, id_field: str, title_field: str, fallback_id: str,
@@ -162,13 +167,7 @@ def _read_hub_notes(name: str, text_field: str, id_field: str, title_field: str,
     notes, seen = [], set()
     for i, rec in enumerate(rows):
         note = _make_note(rec, text_field, id_field, title_field, f"{name.split('/')[-1]}-{i}", issues, name, i)
-        if note is None:
-            continue
-        if note.note_id in seen:
-            issues.add("duplicate_id", name, i, id_field, note.note_id)
-            continue
-        seen.add(note.note_id)
-        notes.append(note)
+        _keep_unique(note, notes, seen, issues, name, i, id_field)
     return notes
 
 

@@ -89,6 +89,16 @@ def print_table(c: Comparison, title: str | None = None) -> None:
                   f"p < {c.max_p})")
 
 
+def save_png(fig, path: str | Path, dpi: int = 120) -> None:
+    """Lay out, write atomically as PNG, and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    plt.close(fig)
+
+
 def plot_bars(scores: dict[str, dict[str, float]], metrics: list[str], path: str | Path, title: str = "",
               errors: dict[str, dict[str, tuple[float, float]]] | None = None) -> None:
     """Grouped bar plot: one group per metric (or dataset), one bar per run; written atomically as PNG.
@@ -118,7 +128,4 @@ def plot_bars(scores: dict[str, dict[str, float]], metrics: list[str], path: str
     ax.set_ylim(0, min(1.12, max(v for s in scores.values() for v in s.values()) * 1.15 + 0.02))
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path, dpi=120)

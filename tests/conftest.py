@@ -30,24 +30,29 @@ def minilm_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_st_model_dir(tmp_path_factory, minilm_path) -> str:
-    """A tiny randomly initialised BERT saved as a sentence-transformers folder (MiniLM's tokenizer)."""
-    from sentence_transformers import SentenceTransformer, models
+def tiny_bert_dir(tmp_path_factory, minilm_path) -> str:
+    """A tiny randomly initialised BERT (seed 0) with MiniLM's tokenizer, saved as a plain HF folder."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    out = tmp_path_factory.mktemp("tiny-st")
+    out = tmp_path_factory.mktemp("tiny-bert")
     tok = AutoTokenizer.from_pretrained(minilm_path)
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
-    import torch
-
     torch.manual_seed(0)
-    bert_dir = out / "bert"
-    BertModel(cfg).save_pretrained(bert_dir)
-    tok.save_pretrained(bert_dir)
-    word = models.Transformer(str(bert_dir), max_seq_length=64)
+    BertModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_st_model_dir(tmp_path_factory, tiny_bert_dir) -> str:
+    """The tiny BERT wrapped as a sentence-transformers folder (mean pooling)."""
+    from sentence_transformers import SentenceTransformer, models
+
+    word = models.Transformer(tiny_bert_dir, max_seq_length=64)
     pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
-    st_dir = out / "st"
+    st_dir = tmp_path_factory.mktemp("tiny-st") / "st"
     SentenceTransformer(modules=[word, pool]).save(str(st_dir))
     return str(st_dir)
 

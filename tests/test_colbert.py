@@ -27,20 +27,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # ----------------------------------------------------------------------------------------- compat fixes
 
 
-@pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory, minilm_path) -> str:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny-bert")
-    tok = AutoTokenizer.from_pretrained(minilm_path)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    torch.manual_seed(0)
-    BertModel(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
-
-
 def test_compat_lets_colbert_ai_load_a_bert_under_transformers_5(tiny_bert_dir):
     from colmed.colbert.compat import _needs_post_init, apply_compat
 

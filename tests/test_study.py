@@ -39,8 +39,8 @@ def write_notes(path: Path, n: int = 20) -> Path:
     return path
 
 
-def tiny_config(tmp_path, tiny_st_model_dir, sample_dataset_dir, base_url) -> Path:
-    tiny_bert = str(Path(tiny_st_model_dir).parent / "bert")
+def tiny_config(tmp_path, tiny_st_model_dir, tiny_bert_dir, sample_dataset_dir, base_url) -> Path:
+    tiny_bert = tiny_bert_dir
     cfg = {
         "out": str(tmp_path / "study"),
         "data": {"source": "notes", "notes": str(write_notes(tmp_path / "notes.jsonl")), "num_notes": 20,
@@ -68,9 +68,9 @@ def test_config_overrides_and_errors(tmp_path):
 
 
 @pytest.mark.colbert
-def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir, sample_dataset_dir):
+def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir, tiny_bert_dir, sample_dataset_dir):
     with scripted_server() as base_url:
-        config = tiny_config(tmp_path, tiny_st_model_dir, sample_dataset_dir, base_url)
+        config = tiny_config(tmp_path, tiny_st_model_dir, tiny_bert_dir, sample_dataset_dir, base_url)
         runner = CliRunner()
         dry = runner.invoke(main, ["study", "--config", str(config), "--dry-run"], catch_exceptions=False)
         assert dry.exit_code == 0 and dry.output.count("to run") == 4
