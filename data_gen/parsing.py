@@ -52,7 +52,7 @@ def _salvage_items(text: str) -> list[Any]:
         items.append(obj)
 
 
-def validate_item(item: Any, allowed_types: list[str]) -> dict[str, Any]:
+def validate_item(item: Any, allowed_types: list[str], require_evidence: bool = True) -> dict[str, Any]:
     """One validated query item, or :class:`LLMOutputError` naming the bad field."""
     if not isinstance(item, dict):
         raise LLMOutputError("item is not an object")
@@ -64,7 +64,9 @@ def validate_item(item: Any, allowed_types: list[str]) -> dict[str, Any]:
         raise LLMOutputError(f"field 'type': {qtype!r} is not one of {allowed_types}")
     evidence = item.get("evidence")
     if not isinstance(evidence, str) or not evidence.strip():
-        raise LLMOutputError("field 'evidence': missing or empty")
+        if require_evidence:
+            raise LLMOutputError("field 'evidence': missing or empty")
+        evidence = ""
     try:
         relevance = float(item.get("relevance"))
     except (TypeError, ValueError):
@@ -75,33 +77,38 @@ def validate_item(item: Any, allowed_types: list[str]) -> dict[str, Any]:
             "relevance": relevance}
 
 
-def _validate_all(raws: list, allowed_types: list[str]) -> tuple[list[dict[str, Any]], int, str | None]:
+def _validate_all(raws: list, allowed_types: list[str], require_evidence: bool = True
+                  ) -> tuple[list[dict[str, Any]], int, str | None]:
     """Valid items, the count of invalid ones, and the last validation error."""
     items, bad, error = [], 0, None
     for raw in raws:
         try:
-            items.append(validate_item(raw, allowed_types))
+            items.append(validate_item(raw, allowed_types, require_evidence))
         except LLMOutputError as e:
             bad += 1
             error = str(e)
     return items, bad, error
 
 
-def parse_queries(text: str | None, allowed_types: list[str]) -> tuple[list[dict[str, Any]], int]:
-    """``(valid items, number of invalid items)`` from a reply; raises if no valid item is found."""
+def parse_queries(text: str | None, allowed_types: list[str], require_evidence: bool = True
+                  ) -> tuple[list[dict[str, Any]], int]:
+    """``(valid items, number of invalid items)`` from a reply; raises if no valid item is found.
+
+    ``require_evidence=False`` accepts items without an evidence span (templates that do not ask for one).
+    """
     if not text or not text.strip():
         raise LLMOutputError("empty reply")
     last_error = "no JSON object with a 'queries' list"
     for obj in _json_objects(text):
         if not isinstance(obj, dict) or not isinstance(obj.get("queries"), list):
             continue
-        items, bad, error = _validate_all(obj["queries"], allowed_types)
+        items, bad, error = _validate_all(obj["queries"], allowed_types, require_evidence)
         if items:
             return items, bad
         last_error = f"no valid item ({error or last_error})"
     salvaged = _salvage_items(text)
     if salvaged:
-        items, bad, error = _validate_all(salvaged, allowed_types)
+        items, bad, error = _validate_all(salvaged, allowed_types, require_evidence)
         if items:
             return items, bad
         last_error = error or last_error

@@ -154,6 +154,7 @@ class BenchmarkConfig:
     data_dir: str | None = None
     split: str = "test"
     out: str = "benchmark"
+    cache_dir: str | None = None  # default <out>/cache; content-keyed, so benchmarks and studies may share one
     baseline: str | None = None  # retriever name; default: the first retriever
     k: int = 100
     metrics: list[str] = field(default_factory=lambda: list(REPORT_METRICS))
@@ -253,6 +254,17 @@ def _build_options(spec: RetrieverSpec, config: BenchmarkConfig) -> dict:
     return {}
 
 
+def _cached_path(folder: Path, name: str, key: str, suffix: str = "") -> Path:
+    """``<folder>/<name>-<key><suffix>``, or an existing entry with the same key under another retriever
+    name: the key is the content, the name only labels the file, so renaming a retriever recomputes nothing."""
+    path = folder / f"{_safe(name)}-{key}{suffix}"
+    if not path.exists() and folder.is_dir():
+        same = sorted(p for p in folder.glob(f"*-{key}{suffix}") if not p.name.startswith("."))
+        if same:
+            return same[0]
+    return path
+
+
 def get_run(spec: RetrieverSpec, dataset, config: BenchmarkConfig, cache_dir: Path,
             log: Callable[[str], None] = _stderr) -> tuple[dict | None, dict]:
     """The run of ``spec`` on ``dataset`` (cached), and a cell info dict (cache status, sidecar, index)."""
@@ -272,10 +284,10 @@ def get_run(spec: RetrieverSpec, dataset, config: BenchmarkConfig, cache_dir: Pa
         index_key = None  # the identity already names the index (resolved path, manifest)
     else:
         index_key = _key(identity, dataset.fingerprint, config.index_type if spec.kind == "dense" else None)
-        index_dir = cache_dir / "indexes" / _safe(dataset.name) / f"{_safe(spec.name)}-{index_key}"
+        index_dir = _cached_path(cache_dir / "indexes" / _safe(dataset.name), spec.name, index_key)
     # Keyed by content, not by where --out points, so a relative and an absolute --out share the cache.
     run_key = _key(identity, index_key, dataset.fingerprint, dataset.split, config.k, queries_hash(dataset.queries))
-    run_path = cache_dir / "runs" / _safe(dataset.name) / f"{_safe(spec.name)}-{run_key}.trec"
+    run_path = _cached_path(cache_dir / "runs" / _safe(dataset.name), spec.name, run_key, ".trec")
     sidecar = read_sidecar(run_path) if run_path.is_file() else None
     if sidecar and sidecar.get("cache_key") == run_key:
         run = {} if sidecar.get("empty_run") else read_trec(run_path)
@@ -364,7 +376,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr)
     specs = config.retriever_specs()
     baseline = config.baseline or specs[0].name
     out = Path(config.out)
-    cache_dir = out / "cache"
+    cache_dir = Path(config.cache_dir) if config.cache_dir else out / "cache"
     started = time.perf_counter()
     results: dict[str, Any] = {"datasets": [], "skipped": [], "scores": {s.name: {} for s in specs}, "ci": {},
                                "vs_baseline": {}, "protocol": {}, "cells": {}, "coverage": {}}

@@ -133,6 +133,22 @@ def test_adding_a_retriever_reuses_the_cached_ones(tmp_path, data_dir, tiny_st_m
     assert built == ["bm25", "dense"] and third["cells"]["nfcorpus"]["bm25"]["status"] == "searched (index reused)"
 
 
+
+def test_benchmarks_sharing_a_cache_dir_compute_a_retriever_once(tmp_path, data_dir):
+    cache = tmp_path / "shared-cache"
+    base = dict(datasets=["nfcorpus"], data_dir=str(data_dir), cache_dir=str(cache), bootstrap_resamples=200)
+    first = run_benchmark(BenchmarkConfig(retrievers=["bm25"], out=str(tmp_path / "a"), **base), log=_quiet)
+    second = run_benchmark(BenchmarkConfig(retrievers=["bm25"], out=str(tmp_path / "b"), **base), log=_quiet)
+    assert first["cells"]["nfcorpus"]["bm25"]["status"] != "cached"
+    assert second["cells"]["nfcorpus"]["bm25"]["status"] == "cached"
+    assert second["scores"]["bm25"]["nfcorpus"] == first["scores"]["bm25"]["nfcorpus"]
+    assert Path(second["cells"]["nfcorpus"]["bm25"]["run_path"]).is_relative_to(cache)
+    assert not (tmp_path / "a" / "cache").exists() and (tmp_path / "b" / "report.md").is_file()
+    # the cache is keyed by content: the same retriever under another name is not recomputed
+    renamed = run_benchmark(BenchmarkConfig(retrievers=["lexical=bm25"], out=str(tmp_path / "c"), **base), log=_quiet)
+    assert renamed["cells"]["nfcorpus"]["lexical"]["status"] == "cached"
+    assert renamed["scores"]["lexical"]["nfcorpus"] == first["scores"]["bm25"]["nfcorpus"]
+
 def test_prebuilt_index_retriever_applies_only_to_its_own_corpus(tmp_path, data_dir, sample_dataset_dir):
     from eval.data import load_beir_folder
     from indexes.base import build_index

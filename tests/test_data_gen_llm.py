@@ -81,6 +81,23 @@ def test_prompt_template_yaml(tmp_path):
         load_prompt_template(bad)
 
 
+
+def test_lean_template_needs_no_evidence_but_the_default_does():
+    lean = load_prompt_template("medembed-lean")
+    assert lean.name == "medembed-lean" and not lean.evidence and list(lean.query_types) == ["keyword", "question",
+                                                                                            "treatment"]
+    assert "evidence" not in lean.json_schema(1)["properties"]["queries"]["items"]["required"]
+    assert "evidence" in load_prompt_template().json_schema(1)["properties"]["queries"]["items"]["required"]
+    raw = '{"queries": [{"type": "keyword", "query": "metformin dose", "relevance": 4}]}'
+    with pytest.raises(LLMOutputError, match="evidence"):
+        parse_queries(raw, ["keyword"])
+    items, bad = parse_queries(raw, ["keyword"], require_evidence=False)
+    assert items == [{"type": "keyword", "query": "metformin dose", "evidence": "", "relevance": 4.0}] and bad == 0
+    # through the generator: the lean template's replies are kept, with no evidence to filter on
+    gen = LLMQueryGenerator(ScriptedBackend([raw]), lean, 1, max_retries=0)
+    result = gen.generate([Passage("a#0", "a", TEXT)])
+    assert [(q.query, q.evidence) for q in result.queries] == [("metformin dose", "")] and not result.rejects
+
 # ------------------------------------------------------------------ retries and rejects (scripted backend)
 
 class ScriptedBackend:

@@ -116,3 +116,24 @@ def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir,
         status = {line.split()[0]: line.split()[1] for line in dry.output.splitlines() if line.strip()}
         assert status["generate"] == "cached" and status["train-bi-encoder"] == "cached"
         assert status["train-colbert"] == "to"
+
+
+@pytest.mark.parametrize("config", ["bench/study_reference.yaml", "bench/study_gpu.yaml"])
+def test_shipped_study_configs_plan_commands_their_cli_accepts(config):
+    """Every flag a shipped study config passes to a stage is a real option with a valid value."""
+    import click
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = StudyConfig.from_yaml(root / config)
+    stages = build_stages(cfg)
+    assert [s.name for s in stages] == ["generate", "train-bi-encoder", "train-colbert", "benchmark"]
+    for stage in stages:
+        args = [str(a) for a in stage.command]
+        args = args[args.index("colmed.cli") + 1:]
+        ctx = main.make_context("colmed", list(args), resilient_parsing=False)
+        with ctx:
+            name, cmd, rest = main.resolve_command(ctx, args)
+            while isinstance(cmd, click.Group):
+                sub_ctx = cmd.make_context(name, rest, parent=ctx)
+                name, cmd, rest = cmd.resolve_command(sub_ctx, rest)
+            cmd.make_context(name, rest, parent=ctx)  # raises on an unknown option or a bad value

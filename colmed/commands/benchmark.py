@@ -19,6 +19,9 @@ import click
               help="Put colmed's figures beside the published ones (eval/data/published.yaml) and flag gaps.")
 @click.option("--tolerance", type=float, default=None, help="Allowed |colmed - published| nDCG@10 (default: 0.02).")
 @click.option("--out", default=None, type=click.Path(), help="Benchmark folder (reports + cache/).")
+@click.option("--cache-dir", default=None, type=click.Path(),
+              help="Index/run cache (default <out>/cache). Keyed by content, so several benchmarks or studies "
+                   "can share one and compute a retriever once.")
 @click.option("--config", "config_path", default=None, type=click.Path(), help="YAML config; flags override it.")
 @click.option("--k", type=int, default=None, help="Documents retrieved per query (default 100).")
 @click.option("--test", "stat_test", type=click.Choice(["student", "fisher"]), default=None,
@@ -28,11 +31,11 @@ import click
               help="Dense retrievers: faiss index type (default flat = exact).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--device", default=None)
-def command(retrievers, suite, datasets, data_dir, baseline, check_published, tolerance, out, config_path, k,
+def command(retrievers, suite, datasets, data_dir, baseline, check_published, tolerance, out, cache_dir, config_path, k,
             stat_test, bootstrap_resamples, index_type, batch_size, device):
     """Evaluate retrievers on a suite: MedEmbed-style tables (nDCG@10 with 95% CIs, Recall@100, MRR@10),
     Holm-corrected significance against a baseline, CSV/JSON/PNG and a manifest. Indexes and runs are
-    cached in <out>/cache, so adding a retriever only computes the new one.
+    cached in <out>/cache (or --cache-dir), so adding a retriever only computes the new one.
 
     \b
     colmed benchmark --retriever bm25 --retriever dense:sentence-transformers/all-MiniLM-L6-v2 \\
@@ -44,7 +47,7 @@ def command(retrievers, suite, datasets, data_dir, baseline, check_published, to
 
     quiet_libraries()
     overrides = dict(retrievers=list(retrievers), suite=suite, datasets=list(datasets), data_dir=data_dir,
-                     baseline=baseline, check_published=check_published, tolerance=tolerance, out=out, k=k,
+                     baseline=baseline, check_published=check_published, tolerance=tolerance, out=out, cache_dir=cache_dir, k=k,
                      stat_test=stat_test, bootstrap_resamples=bootstrap_resamples, index_type=index_type,
                      batch_size=batch_size, device=device)
     if config_path:

@@ -46,7 +46,7 @@ _RENAMES = {"negatives": "num_negatives", "prompts_file": "prompts"}
 @click.option("--gguf-file", help="GGUF file name inside --model (transformers backend).")
 @click.option("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
 @click.option("--api-key-env", help="Environment variable holding the API key [OPENAI_API_KEY].")
-@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), help="Prompt template YAML [bundled MedEmbed mix].")
+@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), help="Prompt template YAML, or a bundled one: medembed (default) or medembed-lean (no evidence spans; for small CPU models).")
 @click.option("--max-new-tokens", type=int, help="LLM output budget [384].")
 @click.option("--temperature", type=float, help="LLM sampling temperature [0.7].")
 @click.option("--max-retries", type=int, help="Retries of a malformed LLM output before it is rejected [2].")

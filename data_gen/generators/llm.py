@@ -80,7 +80,7 @@ class LLMQueryGenerator:
                     still.append(passage)
                     continue
                 try:
-                    items, invalid = parse_queries(completion.text, self.types)
+                    items, invalid = parse_queries(completion.text, self.types, self.template.evidence)
                 except LLMOutputError as e:
                     last[passage.passage_id] = (completion.text, str(e))
                     still.append(passage)

@@ -22,6 +22,7 @@ from typing import Any
 from colmed.errors import InputError
 
 DEFAULT_TEMPLATE = Path(__file__).with_name("medembed.yaml")
+BUNDLED = ("medembed", "medembed-lean")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class PromptTemplate:
     query_types: dict[str, str]
     assistant_prefix: str = ""
     description: str = ""
+    # Asking for a copied evidence span makes replies several times longer; lean templates for small
+    # CPU models turn it off (and lose the evidence-in-note hallucination filter).
+    evidence: bool = True
 
     def messages(self, passage: str, types: list[str]) -> list[dict[str, str]]:
         listing = "\n".join(f"- {t}: {self.query_types[t]}" for t in types)
@@ -48,18 +52,22 @@ class PromptTemplate:
         item = {"type": "object", "additionalProperties": False,
                 "properties": {"type": {"type": "string", "enum": list(self.query_types)},
                                "query": {"type": "string", "minLength": 1},
-                               "evidence": {"type": "string", "minLength": 1},
                                "relevance": {"type": "integer", "minimum": 1, "maximum": 5}},
-                "required": ["type", "query", "evidence", "relevance"]}
+                "required": ["type", "query", "relevance"]}
+        if self.evidence:
+            item["properties"]["evidence"] = {"type": "string", "minLength": 1}
+            item["required"].insert(2, "evidence")
         return {"type": "object", "additionalProperties": False, "required": ["queries"],
                 "properties": {"queries": {"type": "array", "items": item, "minItems": num_queries,
                                            "maxItems": num_queries}}}
 
 
 def load_prompt_template(path: str | Path | None = None) -> PromptTemplate:
-    """Load a template YAML (the bundled MedEmbed mix when ``path`` is ``None``)."""
+    """Load a template YAML, or a bundled one by name (``medembed``, the default, or ``medembed-lean``)."""
     import yaml
 
+    if path is not None and str(path) in BUNDLED and not Path(path).exists():
+        path = Path(__file__).with_name(f"{path}.yaml")
     path = Path(path) if path else DEFAULT_TEMPLATE
     if not path.is_file():
         raise InputError("prompt template not found", path=path)
@@ -84,4 +92,5 @@ def load_prompt_template(path: str | Path | None = None) -> PromptTemplate:
     return PromptTemplate(name=str(data.get("name") or path.stem), system=str(data.get("system") or ""),
                           user=str(data["user"]), query_types={str(k): str(v) for k, v in types.items()},
                           assistant_prefix=str(data.get("assistant_prefix") or ""),
-                          description=str(data.get("description") or ""))
+                          description=str(data.get("description") or ""),
+                          evidence=bool(data.get("evidence", True)))
