@@ -225,7 +225,7 @@ def main() -> None:
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{s['dataset']} ({s['reason'].split(':')[-1].strip()[:90]})"
                                              for s in skipped)]
-    lines += ["", "![nDCG@10](comparison/benchmark.png)", "", "## Does training beat its base?", ""]
+    lines += ["", "![nDCG@10](study_reference/comparison/benchmark.png)", "", "## Does training beat its base?", ""]
     for name in ("trained-vs-base-dense", "trained-vs-base-colbert"):
         r = results[name]
         lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]]) + [""]
