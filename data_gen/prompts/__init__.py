@@ -22,7 +22,7 @@ from typing import Any
 from colmed.errors import InputError
 
 DEFAULT_TEMPLATE = Path(__file__).with_name("medembed.yaml")
-BUNDLED = ("medembed", "medembed-lean")
+BUNDLED = tuple(sorted(p.stem for p in DEFAULT_TEMPLATE.parent.glob("*.yaml")))  # names --prompts accepts
 
 
 @dataclass(frozen=True)
