@@ -16,6 +16,12 @@ Example (the run reported in bench/results/study_reference.md):
 
     bash ../shared/models/get-qwen-0.5b-gguf.sh runs/models/qwen
     python bench/study_reference.py --run
+
+Qwen's generation is the study's longest stage (about 1.2 h on 2 cores) and is deterministic here (seed 13:
+the 2026-12-02 rerun reproduced the 2026-11-25 queries and counts exactly). Its output is published in
+``bench/results/study_reference_generated``; ``--generated bench/results/study_reference_generated`` puts
+it in place before ``--run`` (only when it was made by the very stage the config plans), so the rest of
+the study reruns without the LLM.
 """
 
 from __future__ import annotations
@@ -113,6 +119,54 @@ def study_facts(out: Path) -> dict:
     }
 
 
+def _generate_stage(config: str, main: Path):
+    from colmed.stages import StageRunner
+    from colmed.study import StudyConfig, build_stages
+
+    cfg = StudyConfig.from_yaml(REPO / config)
+    cfg.out = str(main)
+    runner = StageRunner(build_stages(cfg))
+    return runner, runner.by_name["generate"]
+
+
+def save_generated(main: Path, dest: Path) -> None:
+    """Publish the finished generate stage (its output folder and marker) under ``dest``."""
+    src = main / "stages" / "triplets"
+    marker = src.with_name(src.name + ".stage.json")
+    if not marker.is_file():
+        raise SystemExit(f"{marker}: the generate stage has not finished; nothing to save")
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp / "triplets")
+    shutil.copy2(marker, tmp / "triplets.stage.json")
+    tmp.rename(dest)
+
+
+def restore_generated(saved: Path, config: str, main: Path) -> str:
+    """Put a published generate stage in place so ``colmed study`` finds it done.
+
+    Only when the saved stage ran this config's ``colmed generate`` command on the same notes (its key,
+    recomputed with the interpreter path it was run with, matches); the marker then gets this
+    machine's key. Anything else is left to the study, which regenerates.
+    """
+    from colmed.io import write_json
+    from colmed.stages import Stage, StageRunner
+
+    runner, stage = _generate_stage(config, main)
+    if runner.is_done(stage):
+        return f"generate stage already done in {stage.out_dir}"
+    saved_marker = json.loads((saved / "triplets.stage.json").read_text(encoding="utf-8"))
+    as_saved = Stage(stage.name, [saved_marker["command"][0], *stage.command[1:]], stage.out_dir,
+                     inputs=stage.inputs)
+    if StageRunner([as_saved]).key(as_saved) != saved_marker.get("key"):
+        return f"{saved}: made by another command or other notes than this config plans; not restored"
+    dest = Path(stage.out_dir)
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(saved / "triplets", dest)
+    write_json(runner.marker(stage), {**saved_marker, "key": runner.key(stage), "restored_from": str(saved)})
+    return f"restored the generate stage from {saved} (generated {saved_marker.get('finished')})"
+
+
 def copy_report(study: Path, dest: Path) -> None:
     """The study's report, its images and its benchmark outputs (not the cache) under ``dest``."""
     if dest.exists():
@@ -142,6 +196,12 @@ def main() -> None:
     ap.add_argument("--cache-dir", default="runs/bench-cache-reference", help="The studies' shared benchmark cache.")
     ap.add_argument("--compare-out", default="runs/study-reference-compare")
     ap.add_argument("--run", action="store_true", help="Run (or resume) both studies first.")
+    ap.add_argument("--generated", default=None,
+                    help="Folder of the LLM study's published generate-stage output: restored before --run when "
+                         "it matches the planned stage (skips the ~1.2 h LLM run), saved there after it when absent.")
+    ap.add_argument("--study-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="`colmed study --set` for both studies (repeat), e.g. 'benchmark.datasets=[publichealthqa]' "
+                         "when only the comparison benchmarks' --dataset are wanted.")
     ap.add_argument("--results", default="bench/results/study_reference")
     ap.add_argument("--reading", default=None, help="Markdown file with the reading of the results, appended.")
     ap.add_argument("--extra", default=None, help="Markdown file with more measured context (e.g. probes), appended.")
@@ -153,9 +213,14 @@ def main() -> None:
     log: list[dict] = []
     colmed = [sys.executable, "-m", "colmed.cli"]
     if args.run:
-        sh([*colmed, "study", "--config", args.config, "--out", args.main], log)
-        sh([*colmed, "study", "--config", args.config, "--set", f"data.generator={args.ablation_generator}",
-            "--out", args.ablation], log)
+        if args.generated and Path(args.generated).is_dir():
+            print(restore_generated(Path(args.generated), args.config, Path(args.main)), flush=True)
+        study_sets = sum((["--set", x] for x in args.study_set), [])
+        sh([*colmed, "study", "--config", args.config, *study_sets, "--out", args.main], log)
+        if args.generated and not Path(args.generated).is_dir():
+            save_generated(Path(args.main), Path(args.generated))
+        sh([*colmed, "study", "--config", args.config, *study_sets, "--set",
+            f"data.generator={args.ablation_generator}", "--out", args.ablation], log)
 
     # The same loader and model resolution as `colmed study`, so the retrievers match the studies' cache keys.
     cfg = StudyConfig.from_yaml(REPO / args.config)
