@@ -137,3 +137,41 @@ def test_shipped_study_configs_plan_commands_their_cli_accepts(config):
                 sub_ctx = cmd.make_context(name, rest, parent=ctx)
                 name, cmd, rest = cmd.resolve_command(sub_ctx, rest)
             cmd.make_context(name, rest, parent=ctx)  # raises on an unknown option or a bad value
+
+
+def test_published_generate_stage_is_restored_only_for_the_stage_that_made_it(tmp_path):
+    """bench/study_reference.py --generated: a study reruns without its LLM only from matching triplets."""
+    import importlib.util
+    import shutil
+
+    from colmed.stages import StageRunner
+
+    script = Path(__file__).parent.parent / "bench" / "study_reference.py"
+    spec = importlib.util.spec_from_file_location("study_reference", script)
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    notes = write_notes(tmp_path / "notes.jsonl", n=3)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({"data": {"notes": str(notes), "num_notes": 3}}))
+    main_dir, published = tmp_path / "main", tmp_path / "published"
+
+    # A finished generate stage, as `colmed study` leaves it.
+    runner, stage = ref._generate_stage(str(config), main_dir)
+    (Path(stage.out_dir) / "train").mkdir(parents=True)
+    (Path(stage.out_dir) / "train" / "triplets.jsonl").write_text('{"query": "q"}\n')
+    runner.marker(stage).write_text(json.dumps({"key": runner.key(stage), "command": stage.command}))
+    ref.save_generated(main_dir, published)
+
+    shutil.rmtree(main_dir)
+    assert "restored" in ref.restore_generated(published, str(config), main_dir)
+    runner, stage = ref._generate_stage(str(config), main_dir)
+    assert runner.is_done(stage)
+    assert (Path(stage.out_dir) / "train" / "triplets.jsonl").read_text() == '{"query": "q"}\n'
+    assert "already done" in ref.restore_generated(published, str(config), main_dir)
+
+    # Other notes: the published triplets are not theirs, so nothing is put in place.
+    shutil.rmtree(main_dir)
+    write_notes(notes, n=4)
+    assert "not restored" in ref.restore_generated(published, str(config), main_dir)
+    assert not main_dir.exists()
+    assert not StageRunner([stage]).is_done(stage)
