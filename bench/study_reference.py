@@ -129,16 +129,15 @@ def _generate_stage(config: str, main: Path):
     return runner, runner.by_name["generate"]
 
 
-def save_generated(main: Path, dest: Path) -> None:
+def save_generated(config: str, main: Path, dest: Path) -> None:
     """Publish the finished generate stage (its output folder and marker) under ``dest``."""
-    src = main / "stages" / "triplets"
-    marker = src.with_name(src.name + ".stage.json")
-    if not marker.is_file():
-        raise SystemExit(f"{marker}: the generate stage has not finished; nothing to save")
+    runner, stage = _generate_stage(config, main)
+    if not runner.is_done(stage):
+        raise SystemExit(f"{runner.marker(stage)}: the generate stage has not finished; nothing to save")
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp / "triplets")
-    shutil.copy2(marker, tmp / "triplets.stage.json")
+    shutil.copytree(stage.out_dir, tmp / "triplets")
+    shutil.copy2(runner.marker(stage), tmp / "triplets.stage.json")
     tmp.rename(dest)
 
 
@@ -218,7 +217,7 @@ def main() -> None:
         study_sets = sum((["--set", x] for x in args.study_set), [])
         sh([*colmed, "study", "--config", args.config, *study_sets, "--out", args.main], log)
         if args.generated and not Path(args.generated).is_dir():
-            save_generated(Path(args.main), Path(args.generated))
+            save_generated(args.config, Path(args.main), Path(args.generated))
         sh([*colmed, "study", "--config", args.config, *study_sets, "--set",
             f"data.generator={args.ablation_generator}", "--out", args.ablation], log)
 
