@@ -85,12 +85,14 @@ def write_run(run: Mapping[str, Mapping[str, float]], manifest: IndexManifest, q
 
 
 def search_to_trec(retriever: Retriever, manifest: IndexManifest, queries_source: str | Path, out: str | Path,
-                   k: int = 100, split: str = "test", batch_size: int = 64, tag: str | None = None) -> dict:
-    """Search every query of ``queries_source`` and write ``out`` (TREC) plus ``out.json`` (protocol)."""
+                   k: int = 100, split: str = "test", batch_size: int = 64, tag: str | None = None,
+                   extra: dict | None = None) -> dict:
+    """Search every query of ``queries_source`` and write ``out`` (TREC) plus ``out.json`` (protocol,
+    with ``extra``, e.g. the search options the retriever was opened with)."""
     queries, source_info = load_queries(queries_source, split)
     t0 = time.perf_counter()
     run = search_queries(retriever, queries, k=k, batch_size=batch_size, progress=True)
     seconds = time.perf_counter() - t0
     info = {"queries": len(queries), "seconds": round(seconds, 3), "qps": len(queries) / max(seconds, 1e-9)}
-    write_run(run, manifest, queries, source_info, out, k, timing=info, tag=tag)
+    write_run(run, manifest, queries, source_info, out, k, timing=info, tag=tag, extra=extra)
     return info

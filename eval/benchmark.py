@@ -265,6 +265,23 @@ def _cached_path(folder: Path, name: str, key: str, suffix: str = "") -> Path:
     return path
 
 
+def dataset_search_options(family: str, dataset_name: str) -> dict[str, Any]:
+    """Search-time options the dataset's protocol sets for one retriever family (``{}`` when none).
+
+    Example:
+        >>> dataset_search_options("colbert", "arguana")
+        {'query_maxlen': 300}
+        >>> dataset_search_options("dense", "arguana")
+        {}
+    """
+    from eval.registry import get_spec
+
+    ds_spec = get_spec(dataset_name)
+    if family == "colbert" and ds_spec is not None and ds_spec.colbert_query_maxlen:
+        return {"query_maxlen": ds_spec.colbert_query_maxlen}
+    return {}
+
+
 def get_run(spec: RetrieverSpec, dataset, config: BenchmarkConfig, cache_dir: Path,
             log: Callable[[str], None] = _stderr) -> tuple[dict | None, dict]:
     """The run of ``spec`` on ``dataset`` (cached), and a cell info dict (cache status, sidecar, index)."""
@@ -274,8 +291,10 @@ def get_run(spec: RetrieverSpec, dataset, config: BenchmarkConfig, cache_dir: Pa
     from eval.runs import read_trec
 
     identity = spec.identity()
+    family = spec.kind
     if spec.kind == "index":
         manifest = spec.index_manifest()
+        family = manifest.kind
         if manifest.dataset.get("fingerprint") != dataset.fingerprint:
             reason = (f"index {spec.target} was built over {manifest.dataset.get('name') or 'another corpus'}, "
                       f"not this copy of {dataset.name}")
@@ -285,8 +304,11 @@ def get_run(spec: RetrieverSpec, dataset, config: BenchmarkConfig, cache_dir: Pa
     else:
         index_key = _key(identity, dataset.fingerprint, config.index_type if spec.kind == "dense" else None)
         index_dir = _cached_path(cache_dir / "indexes" / _safe(dataset.name), spec.name, index_key)
+    search_options = dataset_search_options(family, dataset.name)
     # Keyed by content, not by where --out points, so a relative and an absolute --out share the cache.
-    run_key = _key(identity, index_key, dataset.fingerprint, dataset.split, config.k, queries_hash(dataset.queries))
+    # Search options join the key only where a dataset sets any, so every other cached run stays valid.
+    run_key = _key(identity, index_key, dataset.fingerprint, dataset.split, config.k, queries_hash(dataset.queries),
+                   *([search_options] if search_options else []))
     run_path = _cached_path(cache_dir / "runs" / _safe(dataset.name), spec.name, run_key, ".trec")
     sidecar = read_sidecar(run_path) if run_path.is_file() else None
     if sidecar and sidecar.get("cache_key") == run_key:
@@ -299,7 +321,7 @@ def get_run(spec: RetrieverSpec, dataset, config: BenchmarkConfig, cache_dir: Pa
         built = True
     manifest = index_base.IndexManifest.read(index_dir)
     load_opts = {"device": config.device} if spec.kind in ("dense", "colbert") else {}
-    retriever = index_base.load_index(index_dir, **load_opts)
+    retriever = index_base.load_index(index_dir, **load_opts, **search_options)
     log(f"{dataset.name}: searching {len(dataset.queries):,} queries with {spec.name}")
     t0 = time.perf_counter()
     run = search_queries(retriever, dataset.queries, k=config.k, progress=True)
@@ -311,7 +333,8 @@ def get_run(spec: RetrieverSpec, dataset, config: BenchmarkConfig, cache_dir: Pa
               "qps": round(len(dataset.queries) / max(seconds, 1e-9), 2)}
     empty = not any(run.values())
     write_run(run, manifest, dataset.queries, source_info, run_path, config.k, timing=timing, tag=spec.name,
-              extra={"cache_key": run_key, "retriever": spec.name, "identity": identity, "empty_run": empty})
+              extra={"cache_key": run_key, "retriever": spec.name, "identity": identity, "empty_run": empty,
+                     **({"search_options": search_options} if search_options else {})})
     # Evaluate what was stored (6-decimal scores), so a fresh and a cached run give identical numbers.
     run = {} if empty else read_trec(run_path)
     return run, {"status": "built index + searched" if built else "searched (index reused)", "run_path": str(run_path),
@@ -420,6 +443,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr)
             ds, k=config.k, exclude_self_hits=exclude, metrics=config.metrics, stat_test=config.stat_test,
             correction=CORRECTION)
         results["protocol"][ds.name]["warnings"] = ds.warnings
+        results["protocol"][ds.name]["colbert_query_maxlen"] = spec.colbert_query_maxlen if spec else None
     results["baseline"] = baseline
     results["retrievers"] = [{"name": s.name, "kind": s.kind, "target": s.target, "options": s.options,
                               "identity": s.identity()} for s in specs]
@@ -605,7 +629,13 @@ def _protocol_section(results: dict, config: BenchmarkConfig) -> list[str]:
                                           for m in config.metrics) + ".",
               f"Significance: {_test_name(config)}; correction: {CORRECTION}.",
               "Self-hits: a query's own id is removed from its results where the dataset registry says so "
-              "(ArguAna), as BEIR and MTEB do.", ""]
+              "(ArguAna), as BEIR and MTEB do."]
+    long_queries = [f"{d} {results['protocol'][d]['colbert_query_maxlen']}" for d in results["datasets"]
+                    if results["protocol"][d].get("colbert_query_maxlen")]
+    if long_queries:
+        lines.append("ColBERT query tokens: " + ", ".join(long_queries) + " (ColBERTv2's BEIR setting for "
+                     "argument-length queries); elsewhere the model's own query_maxlen.")
+    lines.append("")
     warnings = [f"- {d}: {w}" for d in results["datasets"] for w in results["protocol"][d].get("warnings", [])]
     if warnings:
         lines += ["Data warnings:", *warnings, ""]

@@ -251,6 +251,42 @@ def test_search_passes_ncells_and_ndocs_on_every_call(colbert_run):
 
 
 @pytest.mark.colbert
+def test_long_queries_are_read_to_the_query_maxlen_asked_for(colbert_run):
+    from indexes.base import load_index
+
+    # Two queries that differ only after 40 shared tokens: a 32-token reading cannot tell them apart.
+    prefix = "patient reports " * 20
+    cough, fracture = prefix + "dry cough after starting lisinopril", prefix + "wrist fracture after a fall"
+    default = load_index(colbert_run["index"])
+    short = default._searcher.encode([cough, fracture])
+    assert short.shape[1] == 32 and torch.allclose(short[0], short[1])  # the model's trained length
+    long = load_index(colbert_run["index"], query_maxlen=300)
+    full = long._searcher.encode([cough, fracture])
+    assert full.shape[1] == 300 and not torch.allclose(full[0], full[1])
+    assert long.search({"q": cough}, k=40)["q"] != default.search({"q": cough}, k=40)["q"]
+
+
+@pytest.mark.colbert
+def test_benchmark_reads_arguana_queries_to_300_tokens_for_colbert_only(colbert_run, sample_dataset_dir, tmp_path):
+    import shutil
+
+    from eval.benchmark import BenchmarkConfig, run_benchmark
+
+    # A registered name gives a folder its protocol: this copy of the sample is evaluated as ArguAna.
+    shutil.copytree(sample_dataset_dir, tmp_path / "beir" / "arguana")
+    config = BenchmarkConfig(retrievers=["bm25=bm25", f"colbert=colbert:{colbert_run['ckpt']}"], datasets=["arguana"],
+                             data_dir=str(tmp_path / "beir"), out=str(tmp_path / "bench"), batch_size=16)
+    results = run_benchmark(config, log=lambda line: None)
+    assert results["datasets"] == ["arguana"]
+    sidecars = {name: json.loads(Path(cell["run_path"] + ".json").read_text())
+                for name, cell in results["cells"]["arguana"].items()}
+    assert sidecars["colbert"]["search_options"] == {"query_maxlen": 300}
+    assert "search_options" not in sidecars["bm25"]
+    assert results["protocol"]["arguana"]["colbert_query_maxlen"] == 300
+    assert "ColBERT query tokens: arguana 300" in (tmp_path / "bench" / "report.md").read_text()
+
+
+@pytest.mark.colbert
 def test_distillation_then_continued_training_from_the_colbert_checkpoint(tmp_path, tiny_bert_dir):
     from colmed.colbert.training import ColbertTrainingConfig, train_colbert
 

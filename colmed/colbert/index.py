@@ -141,7 +141,8 @@ class PlaidIndex:
 
     def __init__(self, index_dir: str | Path, manifest: IndexManifest, model: str | None = None,
                  device: str | None = None, ncells: int | None = None, ndocs: int | None = None,
-                 centroid_score_threshold: float | None = None, batch_size: int = 128):
+                 centroid_score_threshold: float | None = None, batch_size: int = 128,
+                 query_maxlen: int | None = None):
         from colmed.colbert import adapter
 
         self.index_dir = Path(index_dir)
@@ -160,17 +161,21 @@ class PlaidIndex:
         self.overrides = {k: v for k, v in (("ncells", ncells), ("ndocs", ndocs),
                                             ("centroid_score_threshold", centroid_score_threshold)) if v is not None}
         self.batch_size = batch_size
+        # The index holds documents only, so queries may be read longer than the model was trained with
+        # (ColBERTv2 reads ArguAna's argument-length queries to 300 tokens).
         self._searcher = adapter.PlaidSearcher(plaid, checkpoint, num_docs=len(self.doc_ids),
-                                               query_maxlen=manifest.settings.get("query_maxlen"))
+                                               query_maxlen=query_maxlen or manifest.settings.get("query_maxlen"))
+        self.query_maxlen = self._searcher.query_maxlen
 
     @classmethod
     def load(cls, index_dir: str | Path, manifest: IndexManifest, device: str | None = None, **extra) -> "PlaidIndex":
         """The ``LOADERS["colbert"]`` entry point: open ``index_dir`` described by ``manifest``.
 
         Accepts ``model`` (another copy of the checkpoint), ``ncells``, ``ndocs``,
-        ``centroid_score_threshold`` and ``batch_size``; options other families use and left unset are ignored.
+        ``centroid_score_threshold``, ``batch_size`` and ``query_maxlen`` (query tokens read; default: the
+        model's); options other families use and left unset are ignored.
         """
-        known = {"model", "ncells", "ndocs", "centroid_score_threshold", "batch_size"}
+        known = {"model", "ncells", "ndocs", "centroid_score_threshold", "batch_size", "query_maxlen"}
         unknown = sorted(k for k, v in extra.items() if k not in known and v is not None)
         if unknown:
             raise InputError(f"unknown option(s) for a colbert index: {', '.join(unknown)}")

@@ -14,7 +14,9 @@ import click
 @click.option("--out", default=None, type=click.Path(), help="TREC run file to write.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Queries per search call.")
 @click.option("--device", default=None)
-def command(index_dir, queries, split, query_text, k, out, batch_size, device):
+@click.option("--query-maxlen", type=int, default=None,
+              help="ColBERT: query tokens read [a registered benchmark's protocol (ArguAna: 300), else the model's].")
+def command(index_dir, queries, split, query_text, k, out, batch_size, device, query_maxlen):
     """Search an index with a query set (writes --out) or one --query (prints hits).
 
     \b
@@ -35,7 +37,17 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device):
 
     manifest = IndexManifest.read(index_dir)
     click.echo(ann_recall_line(manifest), err=True)  # approximate indexes say what they cost
-    retriever = load_index(index_dir, device=device)
+    if query_maxlen is not None and manifest.kind != "colbert":
+        raise InputError(f"--query-maxlen applies to colbert indexes; {index_dir} is a {manifest.kind} index")
+    if query_maxlen is None and manifest.kind == "colbert" and queries is not None:
+        from pathlib import Path
+
+        from eval.benchmark import dataset_search_options
+        from eval.registry import canonical_name
+
+        folder = Path(queries).parent if queries.endswith(".jsonl") else Path(queries)
+        query_maxlen = dataset_search_options("colbert", canonical_name(folder.name)).get("query_maxlen")
+    retriever = load_index(index_dir, device=device, **({"query_maxlen": query_maxlen} if query_maxlen else {}))
     if query_text is not None:
         hits = retriever.search({"q": query_text}, k=k)["q"]
         ids, titles = read_docs(index_dir)
@@ -45,5 +57,6 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device):
         return
     from colmed.search import search_to_trec
 
-    info = search_to_trec(retriever, manifest, queries, out, k=k, split=split, batch_size=batch_size)
+    info = search_to_trec(retriever, manifest, queries, out, k=k, split=split, batch_size=batch_size,
+                          extra={"search_options": {"query_maxlen": query_maxlen}} if query_maxlen else None)
     click.echo(f"wrote {out} ({info['queries']} queries, {info['qps']:.1f} queries/s; {ann_recall_line(manifest)})")
