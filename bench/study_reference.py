@@ -253,6 +253,10 @@ def main() -> None:
     shutil.rmtree(res_dir / "comparison", ignore_errors=True)
     shutil.copytree(Path(args.compare_out) / "all-vs-bm25", res_dir / "comparison",
                     ignore=shutil.ignore_patterns("cache"))
+    shutil.rmtree(res_dir / "benchmarks", ignore_errors=True)
+    for name in comparisons:  # each comparison's own report: protocol, hashes, per-retriever cells, plot
+        shutil.copytree(Path(args.compare_out) / name, res_dir / "benchmarks" / name,
+                        ignore=shutil.ignore_patterns("cache"))
 
     git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -284,13 +288,14 @@ def main() -> None:
         for key, value in facts["llm"][fam].items():
             lines.append(f"| {fam} {key} | {_short(value)} | {_short(facts['no-llm'][fam].get(key))} |")
     all_res = results["all-vs-bm25"]
-    lines += ["", "## nDCG@10 on the medical suite (▲/▼: significantly better/worse than BM25, paired t-test, Holm)", ""]
+    lines += ["", f"## nDCG@10 on {', '.join(all_res['datasets']) or 'no dataset'} (▲/▼: significantly better/worse "
+              "than BM25, paired t-test, Holm)", ""]
     lines += ndcg_table(all_res, list(retrievers))
     skipped = all_res.get("skipped", [])
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{s['dataset']} ({s['reason'].split(':')[-1].strip()[:90]})"
                                              for s in skipped)]
-    lines += ["", "![nDCG@10](study_reference/comparison/benchmark.png)", "", "## Does training beat its base?", ""]
+    lines += ["", f"![nDCG@10]({res_dir.name}/comparison/benchmark.png)", "", "## Does training beat its base?", ""]
     for name in ("trained-vs-base-dense", "trained-vs-base-colbert"):
         r = results[name]
         lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]]) + [""]
@@ -300,8 +305,9 @@ def main() -> None:
         r = results[name]
         lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]]) + [""]
     lines += ["Each study's full report (ten sample queries with their notes, filter rates, loss and dev curves, "
-              "the manifest): [llm/report.md](study_reference/llm/report.md), "
-              "[no-llm/report.md](study_reference/no-llm/report.md).", ""]
+              f"the manifest): [llm/report.md]({res_dir.name}/llm/report.md), "
+              f"[no-llm/report.md]({res_dir.name}/no-llm/report.md); every comparison's benchmark report: "
+              + ", ".join(f"[{n}]({res_dir.name}/benchmarks/{n}/report.md)" for n in comparisons) + ".", ""]
     for extra in (args.extra, args.reading):
         if extra:
             lines += [Path(extra).read_text(encoding="utf-8").strip(), ""]
