@@ -206,6 +206,9 @@ def main() -> None:
     ap.add_argument("--extra", default=None, help="Markdown file with more measured context (e.g. probes), appended.")
     ap.add_argument("--dataset", action="append", default=[],
                     help="Datasets of the comparison benchmarks (repeat) [the config's benchmark suite].")
+    ap.add_argument("--only", action="append", default=[], metavar="RETRIEVER",
+                    help="Compare only these of the seven retrievers (repeat; bm25 is required) [all]; a comparison "
+                         "left without its baseline or a second retriever is skipped.")
     ap.add_argument("--machine", default="2-core shared CPU (no GPU), 24 GiB RAM")
     args = ap.parse_args()
 
@@ -236,6 +239,14 @@ def main() -> None:
         "llm-vs-ict-dense": ("dense-ict", ["dense-ict", "dense-llm"]),
         "llm-vs-ict-colbert": ("colbert-ict", ["colbert-ict", "colbert-llm"]),
     }
+    ALL_RETRIEVERS = list(retrievers)
+    if args.only:
+        unknown = sorted(set(args.only) - set(retrievers))
+        if unknown or "bm25" not in args.only or len(set(args.only)) < 2:
+            ap.error(f"--only takes bm25 and any of {', '.join(retrievers)}; got {', '.join(unknown) or 'no bm25'}")
+        retrievers = {n: t for n, t in retrievers.items() if n in args.only}
+        comparisons = {c: (b, [n for n in names if n in retrievers]) for c, (b, names) in comparisons.items()}
+        comparisons = {c: (b, names) for c, (b, names) in comparisons.items() if b in names and len(names) > 1}
     results = {}
     for name, (baseline, names) in comparisons.items():
         out = Path(args.compare_out) / name
@@ -266,7 +277,10 @@ def main() -> None:
         f"{os.cpu_count()} CPUs.",
         f"- Config: `{args.config}` (LLM study) and the same with `--set data.generator={args.ablation_generator}` "
         f"(LLM-free ablation, same notes, filters and training).",
-        "- Commands (this script: `python bench/study_reference.py --run`):", ""]
+        f"- Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`; what it ran:", ""]
+    if args.only:
+        lines[-2:-2] = [f"- Retrievers: {', '.join(retrievers)} only (`--only`); not compared here: "
+                        f"{', '.join(n for n in ALL_RETRIEVERS if n not in retrievers) or 'none'}."]
     lines += [f"    {c['command']}   # {c['seconds']} s" for c in log] + [""]
     lines += ["## Training data", "", "| | LLM (Qwen2.5-Coder-0.5B) | LLM-free (" + args.ablation_generator + ") |",
               "|---|---|---|"]
@@ -297,11 +311,15 @@ def main() -> None:
                                              for s in skipped)]
     lines += ["", f"![nDCG@10]({res_dir.name}/comparison/benchmark.png)", "", "## Does training beat its base?", ""]
     for name in ("trained-vs-base-dense", "trained-vs-base-colbert"):
+        if name not in results:
+            continue
         r = results[name]
         lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]]) + [""]
         lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]], "recall@100") + [""]
     lines += ["## LLM queries vs LLM-free queries (same notes, same training)", ""]
     for name in ("llm-vs-ict-dense", "llm-vs-ict-colbert"):
+        if name not in results:
+            continue
         r = results[name]
         lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]]) + [""]
     lines += ["Each study's full report (ten sample queries with their notes, filter rates, loss and dev curves, "
