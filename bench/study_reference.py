@@ -239,7 +239,7 @@ def main() -> None:
         "llm-vs-ict-dense": ("dense-ict", ["dense-ict", "dense-llm"]),
         "llm-vs-ict-colbert": ("colbert-ict", ["colbert-ict", "colbert-llm"]),
     }
-    ALL_RETRIEVERS = list(retrievers)
+    all_retrievers = list(retrievers)
     if args.only:
         unknown = sorted(set(args.only) - set(retrievers))
         if unknown or "bm25" not in args.only or len(set(args.only)) < 2:
@@ -280,7 +280,7 @@ def main() -> None:
         f"- Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`; what it ran:", ""]
     if args.only:
         lines[-2:-2] = [f"- Retrievers: {', '.join(retrievers)} only (`--only`); not compared here: "
-                        f"{', '.join(n for n in ALL_RETRIEVERS if n not in retrievers) or 'none'}."]
+                        f"{', '.join(n for n in all_retrievers if n not in retrievers) or 'none'}."]
     lines += [f"    {c['command']}   # {c['seconds']} s" for c in log] + [""]
     lines += ["## Training data", "", "| | LLM (Qwen2.5-Coder-0.5B) | LLM-free (" + args.ablation_generator + ") |",
               "|---|---|---|"]

@@ -85,11 +85,17 @@ def write_run(run: Mapping[str, Mapping[str, float]], manifest: IndexManifest, q
 
 
 def search_to_trec(retriever: Retriever, manifest: IndexManifest, queries_source: str | Path, out: str | Path,
-                   k: int = 100, split: str = "test", batch_size: int = 64, tag: str | None = None,
-                   extra: dict | None = None) -> dict:
-    """Search every query of ``queries_source`` and write ``out`` (TREC) plus ``out.json`` (protocol,
-    with ``extra``, e.g. the search options the retriever was opened with)."""
+                   k: int = 100, split: str = "test", batch_size: int = 64, tag: str | None = None) -> dict:
+    """Search every query of ``queries_source`` and write ``out`` (TREC) plus ``out.json`` (protocol)."""
     queries, source_info = load_queries(queries_source, split)
+    return search_loaded_to_trec(retriever, manifest, queries, source_info, out, k=k, batch_size=batch_size, tag=tag)
+
+
+def search_loaded_to_trec(retriever: Retriever, manifest: IndexManifest, queries: Mapping[str, str],
+                          source_info: dict, out: str | Path, k: int = 100, batch_size: int = 64,
+                          tag: str | None = None, extra: dict | None = None) -> dict:
+    """:func:`search_to_trec` for queries already read by :func:`load_queries`; ``extra`` joins the sidecar
+    (e.g. the search options the retriever was opened with)."""
     t0 = time.perf_counter()
     run = search_queries(retriever, queries, k=k, batch_size=batch_size, progress=True)
     seconds = time.perf_counter() - t0

@@ -443,7 +443,8 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr)
             ds, k=config.k, exclude_self_hits=exclude, metrics=config.metrics, stat_test=config.stat_test,
             correction=CORRECTION)
         results["protocol"][ds.name]["warnings"] = ds.warnings
-        results["protocol"][ds.name]["colbert_query_maxlen"] = spec.colbert_query_maxlen if spec else None
+        results["protocol"][ds.name]["colbert_query_maxlen"] = dataset_search_options("colbert", ds.name).get(
+            "query_maxlen")
     results["baseline"] = baseline
     results["retrievers"] = [{"name": s.name, "kind": s.kind, "target": s.target, "options": s.options,
                               "identity": s.identity()} for s in specs]

@@ -284,6 +284,10 @@ def test_benchmark_reads_arguana_queries_to_300_tokens_for_colbert_only(colbert_
     assert "search_options" not in sidecars["bm25"]
     assert results["protocol"]["arguana"]["colbert_query_maxlen"] == 300
     assert "ColBERT query tokens: arguana 300" in (tmp_path / "bench" / "report.md").read_text()
+    # `colmed search` applies the same protocol to the registered folder, and records it.
+    _invoke(["search", "--index", str(colbert_run["index"]), "--queries", str(tmp_path / "beir" / "arguana"),
+             "--k", "10", "--out", str(tmp_path / "arguana.trec")])
+    assert json.loads((tmp_path / "arguana.trec.json").read_text())["search_options"] == {"query_maxlen": 300}
 
 
 @pytest.mark.colbert

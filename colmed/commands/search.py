@@ -33,20 +33,18 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
         raise InputError("--queries needs --out (the TREC run file to write)")
     from indexes.base import IndexManifest, load_index, read_docs
 
-    from colmed.search import ann_recall_line
+    from colmed.search import ann_recall_line, load_queries, search_loaded_to_trec
 
     manifest = IndexManifest.read(index_dir)
     click.echo(ann_recall_line(manifest), err=True)  # approximate indexes say what they cost
     if query_maxlen is not None and manifest.kind != "colbert":
         raise InputError(f"--query-maxlen applies to colbert indexes; {index_dir} is a {manifest.kind} index")
-    if query_maxlen is None and manifest.kind == "colbert" and queries is not None:
-        from pathlib import Path
-
+    loaded = load_queries(queries, split) if queries is not None else None
+    if query_maxlen is None and loaded is not None and loaded[1].get("dataset"):
         from eval.benchmark import dataset_search_options
-        from eval.registry import canonical_name
 
-        folder = Path(queries).parent if queries.endswith(".jsonl") else Path(queries)
-        query_maxlen = dataset_search_options("colbert", canonical_name(folder.name)).get("query_maxlen")
+        # A registered benchmark's protocol, as `colmed benchmark` applies it (ArguAna: 300 ColBERT query tokens).
+        query_maxlen = dataset_search_options(manifest.kind, loaded[1]["dataset"]).get("query_maxlen")
     retriever = load_index(index_dir, device=device, **({"query_maxlen": query_maxlen} if query_maxlen else {}))
     if query_text is not None:
         hits = retriever.search({"q": query_text}, k=k)["q"]
@@ -55,8 +53,6 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
         for rank, (did, score) in enumerate(sorted(hits.items(), key=lambda kv: -kv[1]), start=1):
             click.echo(f"{rank:>3}  {score:9.4f}  {did}  {title_of.get(did, '')[:90]}")
         return
-    from colmed.search import search_to_trec
-
-    info = search_to_trec(retriever, manifest, queries, out, k=k, split=split, batch_size=batch_size,
-                          extra={"search_options": {"query_maxlen": query_maxlen}} if query_maxlen else None)
+    info = search_loaded_to_trec(retriever, manifest, *loaded, out, k=k, batch_size=batch_size,
+                                 extra={"search_options": {"query_maxlen": query_maxlen}} if query_maxlen else None)
     click.echo(f"wrote {out} ({info['queries']} queries, {info['qps']:.1f} queries/s; {ann_recall_line(manifest)})")
