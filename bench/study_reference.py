@@ -40,6 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS_ORDER = ["nfcorpus", "trec-covid", "arguana", "medicalqa", "publichealthqa", "scifact"]
+RETRIEVERS = ("bm25", "dense-base", "dense-llm", "dense-ict", "colbert-base", "colbert-llm", "colbert-ict")
 
 
 def sh(cmd: list[str], log: list[dict]) -> None:
@@ -211,6 +212,12 @@ def main() -> None:
                          "left without its baseline or a second retriever is skipped.")
     ap.add_argument("--machine", default="2-core shared CPU (no GPU), 24 GiB RAM")
     args = ap.parse_args()
+    if args.only:  # checked before --run, which takes hours
+        unknown = sorted(set(args.only) - set(RETRIEVERS))
+        problem = (f"unknown {', '.join(unknown)}" if unknown else "no bm25" if "bm25" not in args.only
+                   else "bm25 alone" if len(set(args.only)) < 2 else None)
+        if problem:
+            ap.error(f"--only takes bm25 and at least one of {', '.join(RETRIEVERS[1:])}; got {problem}")
 
     log: list[dict] = []
     colmed = [sys.executable, "-m", "colmed.cli"]
@@ -228,10 +235,10 @@ def main() -> None:
     cfg = StudyConfig.from_yaml(REPO / args.config)
     dense_base, colbert_base = resolve_model(cfg.bi_encoder.base), resolve_model(cfg.colbert.base)
     main_st, abl_st = Path(args.main) / "stages", Path(args.ablation) / "stages"
-    retrievers = {
-        "bm25": "bm25", "dense-base": f"dense:{dense_base}", "dense-llm": f"dense:{main_st / 'bi-encoder' / 'model'}",
-        "dense-ict": f"dense:{abl_st / 'bi-encoder' / 'model'}", "colbert-base": f"colbert:{colbert_base}",
-        "colbert-llm": f"colbert:{main_st / 'colbert' / 'model'}", "colbert-ict": f"colbert:{abl_st / 'colbert' / 'model'}"}
+    retrievers = dict(zip(RETRIEVERS, [
+        "bm25", f"dense:{dense_base}", f"dense:{main_st / 'bi-encoder' / 'model'}",
+        f"dense:{abl_st / 'bi-encoder' / 'model'}", f"colbert:{colbert_base}",
+        f"colbert:{main_st / 'colbert' / 'model'}", f"colbert:{abl_st / 'colbert' / 'model'}"], strict=True))
     comparisons = {  # out name -> (baseline, retrievers)
         "all-vs-bm25": ("bm25", list(retrievers)),
         "trained-vs-base-dense": ("dense-base", ["dense-base", "dense-llm", "dense-ict"]),
@@ -239,11 +246,7 @@ def main() -> None:
         "llm-vs-ict-dense": ("dense-ict", ["dense-ict", "dense-llm"]),
         "llm-vs-ict-colbert": ("colbert-ict", ["colbert-ict", "colbert-llm"]),
     }
-    all_retrievers = list(retrievers)
     if args.only:
-        unknown = sorted(set(args.only) - set(retrievers))
-        if unknown or "bm25" not in args.only or len(set(args.only)) < 2:
-            ap.error(f"--only takes bm25 and any of {', '.join(retrievers)}; got {', '.join(unknown) or 'no bm25'}")
         retrievers = {n: t for n, t in retrievers.items() if n in args.only}
         comparisons = {c: (b, [n for n in names if n in retrievers]) for c, (b, names) in comparisons.items()}
         comparisons = {c: (b, names) for c, (b, names) in comparisons.items() if b in names and len(names) > 1}
@@ -280,7 +283,7 @@ def main() -> None:
         f"- Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`; what it ran:", ""]
     if args.only:
         lines[-2:-2] = [f"- Retrievers: {', '.join(retrievers)} only (`--only`); not compared here: "
-                        f"{', '.join(n for n in all_retrievers if n not in retrievers) or 'none'}."]
+                        f"{', '.join(n for n in RETRIEVERS if n not in retrievers) or 'none'}."]
     lines += [f"    {c['command']}   # {c['seconds']} s" for c in log] + [""]
     lines += ["## Training data", "", "| | LLM (Qwen2.5-Coder-0.5B) | LLM-free (" + args.ablation_generator + ") |",
               "|---|---|---|"]
@@ -309,19 +312,20 @@ def main() -> None:
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{s['dataset']} ({s['reason'].split(':')[-1].strip()[:90]})"
                                              for s in skipped)]
-    lines += ["", f"![nDCG@10]({res_dir.name}/comparison/benchmark.png)", "", "## Does training beat its base?", ""]
-    for name in ("trained-vs-base-dense", "trained-vs-base-colbert"):
-        if name not in results:
-            continue
-        r = results[name]
-        lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]]) + [""]
-        lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]], "recall@100") + [""]
-    lines += ["## LLM queries vs LLM-free queries (same notes, same training)", ""]
-    for name in ("llm-vs-ict-dense", "llm-vs-ict-colbert"):
-        if name not in results:
-            continue
-        r = results[name]
-        lines += delta_table(r, [n for n in comparisons[name][1] if n != r["baseline"]]) + [""]
+    lines += ["", f"![nDCG@10]({res_dir.name}/comparison/benchmark.png)", ""]
+    sections = [("Does training beat its base?", ("trained-vs-base-dense", "trained-vs-base-colbert"),
+                 ("ndcg@10", "recall@100")),
+                ("LLM queries vs LLM-free queries (same notes, same training)",
+                 ("llm-vs-ict-dense", "llm-vs-ict-colbert"), ("ndcg@10",))]
+    for heading, names, metrics in sections:
+        present = [n for n in names if n in results]  # --only may leave a section without its comparisons
+        if present:
+            lines += [f"## {heading}", ""]
+        for name in present:
+            r = results[name]
+            trained = [n for n in comparisons[name][1] if n != r["baseline"]]
+            for metric in metrics:
+                lines += delta_table(r, trained, metric) + [""]
     lines += ["Each study's full report (ten sample queries with their notes, filter rates, loss and dev curves, "
               f"the manifest): [llm/report.md]({res_dir.name}/llm/report.md), "
               f"[no-llm/report.md]({res_dir.name}/no-llm/report.md); every comparison's benchmark report: "
