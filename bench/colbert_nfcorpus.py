@@ -60,7 +60,7 @@ def rel(path: Path) -> str:
 
 def timing(index, raw_searcher, queries: dict[str, str], k: int, rounds: int) -> dict:
     """Seconds for all queries, per mode, alternating modes each round; medians and overhead ratios."""
-    from colmed.colbert.index import search_settings_for_k
+    from colmed.indexes.plaid import search_settings_for_k
 
     settings = search_settings_for_k(k)
     texts = list(queries.values())
@@ -126,8 +126,8 @@ def main() -> None:
     commands: list[dict] = []
     started = _dt.datetime.now(_dt.timezone.utc)
     if args.timing_only:
-        from indexes.base import load_index
-        from eval.data import load_dataset as _load
+        from colmed.indexes.base import load_index
+        from colmed.data.datasets import load_dataset as _load
 
         results = json.loads((RESULTS / "colbert_nfcorpus.json").read_text())
         index = load_index(plaid)
@@ -152,7 +152,7 @@ def main() -> None:
         run_cli(index_args, commands)
     # Baseline runs: reuse the other benches' NFCorpus runs (same corpus fingerprint, same queries, k=100)
     # when they exist, else make them here.
-    from eval.data import load_dataset
+    from colmed.data.datasets import load_dataset
 
     fingerprint = load_dataset(NFCORPUS).fingerprint
     existing = {"bm25": ROOT / "runs" / "bench-foundation" / "bm25.trec",
@@ -185,8 +185,8 @@ def main() -> None:
     comparison = json.loads((compare_dir / "comparison.json").read_text())
 
     # In-process timing on the same index and the same colbert-ai Searcher object.
-    from eval.data import RetrievalDataset, load_dataset
-    from indexes.base import IndexManifest, build_index, load_index
+    from colmed.data.datasets import RetrievalDataset, load_dataset
+    from colmed.indexes.base import IndexManifest, build_index, load_index
 
     dataset = load_dataset(NFCORPUS)
     index = load_index(plaid)

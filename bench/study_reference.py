@@ -149,7 +149,7 @@ def restore_generated(saved: Path, config: str, main: Path) -> str:
     recomputed with the interpreter path it was run with, matches); the marker then gets this
     machine's key. Anything else is left to the study, which regenerates.
     """
-    from colmed.io import write_json
+    from colmed.core.io import write_json
     from colmed.stages import Stage, StageRunner
 
     runner, stage = _generate_stage(config, main)

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from colmed.errors import InputError
+from colmed.core.errors import InputError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 
@@ -150,6 +150,6 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    from colmed.io import read_yaml_mapping
+    from colmed.core.io import read_yaml_mapping
 
     return read_yaml_mapping(path)

@@ -2,11 +2,11 @@
 
 Train records become a :class:`datasets.Dataset` with columns ``anchor``, ``positive`` and
 ``negative_1..n`` (the column order is what the ranking losses read: anchor, positive, negatives). Dev
-records become a small :class:`~eval.data.RetrievalDataset`: the dev queries, a corpus made of every dev
+records become a small :class:`~colmed.data.datasets.RetrievalDataset`: the dev queries, a corpus made of every dev
 positive and negative, and qrels marking each query's positive(s) relevant.
 
 Example:
-    >>> from data_gen.records import TripletRecord
+    >>> from colmed.data.triplets import TripletRecord
     >>> recs = [TripletRecord("q1", "aspirin dose", "p1", "Aspirin 650 mg", ["p2"], ["Insulin 10 units"]),
     ...         TripletRecord("q2", "insulin dose", "p2", "Insulin 10 units", ["p1"], ["Aspirin 650 mg"],
     ...                       split="dev")]
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from colmed.errors import InputError
-from colmed.io import sha256_file
-from data_gen.records import TripletRecord, read_triplets
-from eval.data import Document, RetrievalDataset
+from colmed.core.errors import InputError
+from colmed.core.io import sha256_file
+from colmed.data.triplets import TripletRecord, read_triplets
+from colmed.data.datasets import Document, RetrievalDataset
 
 logger = logging.getLogger(__name__)
 

@@ -3,11 +3,11 @@
 :class:`DenseRetrievalEvaluator` is a sentence-transformers evaluator, so the trainer calls it at every
 evaluation step, logs its metrics as ``eval_<name>_<metric>`` and, with ``load_best_model_at_end``,
 keeps the checkpoint with the best ``ndcg@10``. Encoding goes through
-:class:`~bi_encoder.encoder.DenseEncoder` with the same prompts the saved model will carry, so the dev
+:class:`~colmed.bi_encoder.encoder.DenseEncoder` with the same prompts the saved model will carry, so the dev
 numbers are computed exactly the way ``colmed index --retriever dense`` will later encode.
 
 Example:
-    >>> from eval.data import Document, RetrievalDataset
+    >>> from colmed.data.datasets import Document, RetrievalDataset
     >>> from sentence_transformers import SentenceTransformer                     # doctest: +SKIP
     >>> dev = RetrievalDataset("dev", {"d1": Document("d1", "aspirin lowers fever"),
     ...                                "d2": Document("d2", "insulin treats diabetes")},
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from sentence_transformers.base.evaluation import BaseEvaluator
 
-from eval.data import RetrievalDataset
+from colmed.data.datasets import RetrievalDataset
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class DenseRetrievalEvaluator(BaseEvaluator):
         self.history: list[dict[str, Any]] = []
 
     def retrieve(self, model) -> dict[str, dict[str, float]]:
-        from bi_encoder.encoder import DenseEncoder
+        from colmed.bi_encoder.encoder import DenseEncoder
 
         encoder = DenseEncoder("<model being trained>",
                                query_prompt=self.query_prompt, document_prompt=self.document_prompt,

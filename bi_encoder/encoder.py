@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bi_encoder.prompts import resolve_prompts
+from colmed.bi_encoder.prompts import resolve_prompts
 
 
 class DenseEncoder:
@@ -20,7 +20,7 @@ class DenseEncoder:
     Args:
         model_name_or_path: a hub name or a local sentence-transformers (or plain HF) folder.
         query_prompt / document_prompt: prepended text; ``None`` means "as the model's authors intend"
-            (see :func:`bi_encoder.prompts.resolve_prompts`), ``""`` means none.
+            (see :func:`colmed.bi_encoder.prompts.resolve_prompts`), ``""`` means none.
         device: ``cuda``, ``cpu`` ...; default picks CUDA when available.
         batch_size: encoding batch size.
         max_seq_length: truncate inputs to this many tokens (default: the model's own).

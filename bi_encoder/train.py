@@ -19,7 +19,7 @@ Multi-GPU: run the same command under torchrun, e.g.
 shards batches and the loss gathers embeddings across devices so in-batch negatives span all GPUs.
 
 Example:
-    >>> from bi_encoder.config import BiEncoderTrainingConfig
+    >>> from colmed.bi_encoder.config import BiEncoderTrainingConfig
     >>> cfg = BiEncoderTrainingConfig(base_model="sentence-transformers/all-MiniLM-L6-v2",
     ...                               triplets="runs/nfcorpus-triplets", out="runs/minilm-nfcorpus")
     >>> result = train_bi_encoder(cfg)                                  # doctest: +SKIP
@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bi_encoder.config import BiEncoderTrainingConfig
-from bi_encoder.data import TripletTrainingData, truncate_to_tokens
-from colmed.errors import IndexExistsError, InputError
-from colmed.io import atomic_directory, write_json
+from colmed.bi_encoder.config import BiEncoderTrainingConfig
+from colmed.bi_encoder.data import TripletTrainingData, truncate_to_tokens
+from colmed.core.errors import IndexExistsError, InputError
+from colmed.core.io import atomic_directory, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers.trainer_utils import get_last_checkpoint
 
-    from bi_encoder.prompts import resolve_prompts
+    from colmed.bi_encoder.prompts import resolve_prompts
 
     if not config.triplets:
         raise InputError("no triplets given", field="triplets")
@@ -234,7 +234,7 @@ def _build_loss(model, config: BiEncoderTrainingConfig):
 
 def _build_evaluator(config: BiEncoderTrainingConfig, data: TripletTrainingData, query_prompt: str,
                      document_prompt: str):
-    from bi_encoder.dev_eval import DenseRetrievalEvaluator
+    from colmed.bi_encoder.dev_eval import DenseRetrievalEvaluator
 
     if not config.dev:
         return None, ""
@@ -244,7 +244,7 @@ def _build_evaluator(config: BiEncoderTrainingConfig, data: TripletTrainingData,
             logger.warning("no dev-split triplets: training without dev evaluation (last step is kept)")
             return None, ""
     else:
-        from eval.data import load_dataset
+        from colmed.data.datasets import load_dataset
         dev = load_dataset(config.dev, split=config.dev_split)
     if config.dev_max_queries or config.dev_max_docs:
         dev = dev.subset(max_queries=config.dev_max_queries, max_docs=config.dev_max_docs)
@@ -296,7 +296,7 @@ def git_sha() -> str | None:
 def _save_model(model, config: BiEncoderTrainingConfig, data: TripletTrainingData, result: TrainingResult,
                 precision: str, overwrite: bool, dev_source: dict[str, Any]) -> None:
     """Write the finished model atomically: a complete directory appears at ``out`` or nothing does."""
-    from indexes.base import package_versions
+    from colmed.core.provenance import package_versions
 
     manifest = {
         "kind": "colmed-bi-encoder",

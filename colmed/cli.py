@@ -1,7 +1,7 @@
 """The ``colmed`` command line: a thin click layer over the library.
 
 Commands live in :mod:`colmed.commands` and are imported only when invoked, so ``colmed --help`` does
-not import torch, faiss or colbert-ai. Every :class:`~colmed.errors.ColmedError` becomes one line on
+not import torch, faiss or colbert-ai. Every :class:`~colmed.core.errors.ColmedError` becomes one line on
 stderr and exit code 2.
 """
 
@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from colmed.errors import ColmedError
+from colmed.core.errors import ColmedError
 
 
 class LazyGroup(click.Group):

@@ -32,13 +32,13 @@ def default_dense_model() -> str:
 def run_demo(out: str | Path, dataset: str | Path | None = None, model: str | None = None,
              overwrite: bool = True, echo=print):
     """Index, search and compare BM25 and a dense model on ``dataset``; write everything under ``out``."""
-    from colmed.search import search_to_trec
-    from eval.data import load_dataset
-    from eval.evaluation import compare_runs
-    from eval.report import plot_bars, to_markdown
-    from colmed.io import atomic_write, write_json
-    from eval.runs import read_trec
-    from indexes.base import build_index, load_index
+    from colmed.indexes.search import search_to_trec
+    from colmed.data.datasets import load_dataset
+    from colmed.eval.evaluation import compare_runs
+    from colmed.eval.report import plot_bars, to_markdown
+    from colmed.core.io import atomic_write, write_json
+    from colmed.data.runs import read_trec
+    from colmed.indexes.base import build_index, load_index
 
     out = Path(out)
     dataset = str(dataset or sample_dataset_path())

@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from colmed.errors import ColmedError
-from colmed.io import sha256_file, write_json
+from colmed.core.errors import ColmedError
+from colmed.core.io import sha256_file, write_json
 
 CODE_VERSION = "1"  # bump when a stage's semantics change without its command changing
 

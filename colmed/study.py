@@ -8,7 +8,7 @@ overridden from the command line with ``--set section.key=value``.
 
 Example:
     >>> cfg = StudyConfig.from_dict({"data": {"num_notes": 20}, "colbert": {"enabled": False}})
-    >>> cfg = apply_overrides(cfg, ["bi_encoder.args.epochs=2", "benchmark.suite=medical"])
+    >>> cfg = apply_overrides(cfg, ["colmed.bi_encoder.args.epochs=2", "benchmark.suite=medical"])
     >>> cfg.data.num_notes, cfg.bi_encoder.args["epochs"], cfg.colbert.enabled
     (20, 2, False)
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from colmed.errors import InputError
+from colmed.core.errors import InputError
 from colmed.stages import Stage, StageRunner, colmed_command
 
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
@@ -79,7 +79,7 @@ class StudyConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "StudyConfig":
-        from colmed.io import read_yaml_mapping
+        from colmed.core.io import read_yaml_mapping
 
         p = Path(path)
         data = read_yaml_mapping(p)
@@ -228,7 +228,7 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
 
 def run_study(cfg: StudyConfig, dry_run: bool = False, echo=print) -> dict[str, Any]:
     """Run (or with ``dry_run`` only plan) the study; returns the stage summary."""
-    from colmed.io import write_json
+    from colmed.core.io import write_json
 
     runner = StageRunner(build_stages(cfg))
     if dry_run:

@@ -13,8 +13,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from colmed.io import atomic_write, write_json
-from eval.report import save_png
+from colmed.core.io import atomic_write, write_json
+from colmed.eval.report import save_png
 
 
 def _load(path: Path) -> dict | None:
@@ -63,7 +63,7 @@ def _data_section(triplets_dir: Path, images: Path) -> list[str]:
     lines.append("")
     trip = triplets_dir / "triplets.jsonl"
     if trip.is_file():
-        from data_gen.records import read_triplets
+        from colmed.data.triplets import read_triplets
 
         recs = list(read_triplets(trip))
         sample = random.Random(0).sample(recs, min(10, len(recs)))
@@ -117,7 +117,7 @@ def _benchmark_section(bench_dir: Path) -> list[str]:
 
 def write_study_report(cfg, runner, summary: dict[str, Any]) -> Path:
     """Write ``<out>/report.md`` (+ ``report_images/``, ``manifest.json``) and return its path."""
-    from colmed.manifest import run_manifest
+    from colmed.core.provenance import run_manifest
 
     out = Path(cfg.out)
     stages_dir = out / "stages"

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from colmed.errors import InputError
+from colmed.core.errors import InputError
 
 GENERATORS = ("inverse_cloze", "cropping", "llm")
 BACKENDS = ("transformers", "openai", "vllm")
@@ -149,7 +149,7 @@ class GenerateConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "GenerateConfig":
         """Defaults <- YAML file <- ``overrides`` (``None`` overrides are ignored, as unset CLI flags)."""
-        from colmed.io import read_yaml_mapping
+        from colmed.core.io import read_yaml_mapping
 
         data = read_yaml_mapping(path)
         data = {k.replace("-", "_"): v for k, v in data.items()}

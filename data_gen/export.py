@@ -1,4 +1,4 @@
-"""Exporters from canonical :class:`~data_gen.records.TripletRecord` s to what each trainer reads.
+"""Exporters from canonical :class:`~colmed.data.triplets.TripletRecord` s to what each trainer reads.
 
 * :func:`to_sentence_transformers`: ``train.jsonl`` / ``dev.jsonl`` with ``anchor``, ``positive``,
   ``negative`` columns, one row per negative (sentence-transformers' ``triplet`` format, as
@@ -13,7 +13,7 @@ Every file is written atomically.
 
 Example:
     >>> import tempfile, pathlib
-    >>> from data_gen.records import TripletRecord
+    >>> from colmed.data.triplets import TripletRecord
     >>> recs = [TripletRecord("q1", "aspirin dose", "n1#0", "Aspirin 650 mg ...", ["n2#0"], ["Insulin ..."])]
     >>> out = pathlib.Path(tempfile.mkdtemp())
     >>> to_colbert(recs, out)["triples"]
@@ -30,8 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from colmed.io import atomic_write, write_json
-from data_gen.records import TripletRecord
+from colmed.core.io import atomic_write, write_json
+from colmed.data.triplets import TripletRecord
 
 
 def _one_line(text: str) -> str:

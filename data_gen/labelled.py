@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from colmed.io import atomic_directory, write_json
-from data_gen.records import TripletRecord
+from colmed.core.io import atomic_directory, write_json
+from colmed.data.triplets import TripletRecord
 
 
 def labelled_records(dataset, num_negatives: int = 5, max_positives_per_query: int = 4, range_max: int = 50,
@@ -26,15 +26,15 @@ def labelled_records(dataset, num_negatives: int = 5, max_positives_per_query: i
     """Records for up to ``max_positives_per_query`` judged pairs per query (highest grades first),
     each with BM25 hard negatives from the query's top ``range_max`` unjudged documents.
 
-    The guard follows :class:`data_gen.mining.HardNegativeMiner`: for each pair, a candidate scoring
+    The guard follows :class:`colmed.data_gen.mining.HardNegativeMiner`: for each pair, a candidate scoring
     above ``pos - |pos| * relative_margin`` is a likely unjudged positive and is dropped
     (``counts["relative_margin"]`` counts the top-``num_negatives`` slots it changed).
     """
     import numpy as np
     from tqdm.auto import tqdm
 
-    from data_gen.notes import note_split
-    from indexes.bm25 import BM25Index
+    from colmed.data_gen.notes import note_split
+    from colmed.indexes.bm25 import BM25Index
 
     docs = list(dataset.corpus.values())
     index = BM25Index.build([d.doc_id for d in docs], [d.full_text for d in docs], show_progress=progress)
@@ -83,9 +83,9 @@ def build_labelled_triplets(dataset_path: str, out: str | Path, split: str = "tr
                             dev_fraction: float = 0.1, seed: int = 13, overwrite: bool = False,
                             progress: bool = True, **options) -> dict[str, Any]:
     """Write the standard triplet outputs (as ``colmed generate``) from a labelled split."""
-    from colmed.manifest import run_manifest
-    from data_gen.pipeline import export_all, write_outputs
-    from eval.data import load_dataset
+    from colmed.core.provenance import run_manifest
+    from colmed.data_gen.pipeline import export_all, write_outputs
+    from colmed.data.datasets import load_dataset
 
     t0 = time.perf_counter()
     ds = load_dataset(dataset_path, split=split)

@@ -10,12 +10,12 @@ NV-Retriever TopK-PercPos guard; ``absolute_margin``: ``score + margin <= pos``)
 excluded by default: another chunk of the same clinical note is a likely false negative.
 
 The positive's score comes from the retrieved list when it is there, else from the retriever's
-``get_scores(query)`` (BM25, dense) when it has one. A plain :class:`~indexes.base.Retriever` that did
+``get_scores(query)`` (BM25, dense) when it has one. A plain :class:`~colmed.indexes.base.Retriever` that did
 not retrieve the positive gives no score; the positive then scores at most the last retrieved score,
 so every retrieved candidate is within the margin and none is kept (counted as ``positive_unscored``).
 
 Example:
-    >>> from indexes.bm25 import BM25Index
+    >>> from colmed.indexes.bm25 import BM25Index
     >>> ids = ["a#0", "b#0", "c#0", "d#0"]
     >>> texts = ["aspirin for fever in adults", "aspirin for fever in children",
     ...          "insulin dosing in diabetes", "fever of unknown origin workup"]
@@ -48,7 +48,7 @@ class MinedNegatives:
 
 
 class HardNegativeMiner:
-    """Mine hard negatives for (query, positive id) pairs from any :class:`~indexes.base.Retriever`.
+    """Mine hard negatives for (query, positive id) pairs from any :class:`~colmed.indexes.base.Retriever`.
 
     ``note_of`` maps every corpus id to its note id (for the same-note exclusion); ``counts``
     accumulates how many candidates each rule removed, for the manifest.
@@ -154,8 +154,8 @@ class HardNegativeMiner:
 class DenseRetriever:
     """Exact (brute-force inner product) dense retrieval over a small in-memory corpus, for mining.
 
-    Uses :class:`bi_encoder.encoder.DenseEncoder` so query/document prompts match the trainers'.
-    Implements ``search`` and ``get_scores`` like :class:`indexes.bm25.BM25Index`.
+    Uses :class:`colmed.bi_encoder.encoder.DenseEncoder` so query/document prompts match the trainers'.
+    Implements ``search`` and ``get_scores`` like :class:`colmed.indexes.bm25.BM25Index`.
     """
 
     def __init__(self, encoder: Any, doc_ids: list[str], texts: list[str]):
@@ -165,7 +165,7 @@ class DenseRetriever:
 
     @classmethod
     def from_model(cls, model: str, doc_ids: list[str], texts: list[str], device: str | None = None):
-        from bi_encoder.encoder import DenseEncoder
+        from colmed.bi_encoder.encoder import DenseEncoder
 
         return cls(DenseEncoder(model, device=device), doc_ids, texts)
 

@@ -4,7 +4,7 @@ Per-record problems (a line that is not UTF-8 or not JSON, a missing or empty te
 id) never stop a run: each is counted and listed with its file, line and field in
 :class:`NoteIssues`, which the pipeline writes to ``rejects.jsonl`` and the manifest. A source that
 cannot be read at all (missing file, a hub dataset without the text field, no usable note) is an
-:class:`~colmed.errors.InputError`.
+:class:`~colmed.core.errors.InputError`.
 
 Example:
     >>> notes = [Note("n1", "Chest pain. " * 30)]
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from colmed.errors import InputError
+from colmed.core.errors import InputError
 
 
 @dataclass(frozen=True)

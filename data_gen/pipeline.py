@@ -32,14 +32,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from colmed.manifest import git_sha
-from colmed.errors import IndexExistsError, InputError
-from colmed.io import atomic_write, read_jsonl, sha256_file, write_json, write_jsonl
-from data_gen.config import GenerateConfig, parse_shard
-from data_gen.filters import QueryFilter, dedup_queries
-from data_gen.generators import GeneratedQuery, make_generator
-from data_gen.notes import Passage, chunk_note, in_shard, load_notes, note_split, sample_notes
-from data_gen.records import TripletRecord, read_triplets, write_triplets
+from colmed.core.provenance import git_sha
+from colmed.core.errors import IndexExistsError, InputError
+from colmed.core.io import atomic_write, read_jsonl, sha256_file, write_json, write_jsonl
+from colmed.data_gen.config import GenerateConfig, parse_shard
+from colmed.data_gen.filters import QueryFilter, dedup_queries
+from colmed.data_gen.generators import GeneratedQuery, make_generator
+from colmed.data_gen.notes import Passage, chunk_note, in_shard, load_notes, note_split, sample_notes
+from colmed.data.triplets import TripletRecord, read_triplets, write_triplets
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def input_hash(source: str) -> dict[str, str]:
 
 
 def versions() -> dict[str, str]:
-    from indexes.base import package_versions
+    from colmed.core.provenance import package_versions
 
     return package_versions(extra=("datasets", "bm25s", "httpx", "vllm", "ray"))
 
@@ -76,7 +76,7 @@ class TripletPipeline:
 
     ``backend`` overrides the LLM backend built from the config (tests pass a scripted one);
     ``generator`` overrides the whole query generator (e.g. queries produced on a Ray cluster, see
-    :mod:`data_gen.ray_pipeline`).
+    :mod:`colmed.data_gen.ray_pipeline`).
     """
 
     def __init__(self, config: GenerateConfig, backend: Any = None, generator: Any = None):
@@ -237,13 +237,13 @@ class TripletPipeline:
     def _make_backend(self):
         if self.config.generator != "llm":
             return None
-        from data_gen.backends import make_backend
+        from colmed.data_gen.backends import make_backend
 
         return make_backend(self.config)
 
     # ---------------------------------------------------------------- mining
     def _make_miner(self, passages: dict[str, Passage]):
-        from data_gen.mining import DenseRetriever, HardNegativeMiner
+        from colmed.data_gen.mining import DenseRetriever, HardNegativeMiner
 
         cfg = self.config
         ids = list(passages)
@@ -251,7 +251,7 @@ class TripletPipeline:
         if cfg.miner == "dense":
             retriever, name = DenseRetriever.from_model(cfg.dense_model, ids, texts, cfg.device), f"dense:{cfg.dense_model}"
         elif cfg.miner == "bm25" or cfg.round_trip_k:
-            from indexes.bm25 import BM25Index
+            from colmed.indexes.bm25 import BM25Index
 
             retriever, name = BM25Index.build(ids, texts, show_progress=cfg.progress), "bm25"
         else:
@@ -307,7 +307,7 @@ class TripletPipeline:
                     evidence=q.evidence or "", relevance=q.relevance,
                     split=note_split(q.note_id, cfg.dev_fraction, cfg.seed)))
             if cfg.teacher and records:
-                from data_gen.mining import add_teacher_scores
+                from colmed.data_gen.mining import add_teacher_scores
 
                 add_teacher_scores(records, cfg.teacher, device=cfg.device)
             part = self._part("mine", i)
@@ -366,7 +366,7 @@ class TripletPipeline:
 
 def write_outputs(out: Path, records: list[TripletRecord], rejects: list[dict]) -> None:
     """triplets.jsonl (+ train/ and dev/), triplets.parquet and rejects.jsonl, each atomically."""
-    from data_gen.export import to_parquet
+    from colmed.data_gen.export import to_parquet
 
     write_triplets(out / "triplets.jsonl", records)
     for split in ("train", "dev"):
@@ -376,7 +376,7 @@ def write_outputs(out: Path, records: list[TripletRecord], rejects: list[dict]) 
 
 
 def export_all(out: Path, records: list[TripletRecord]) -> dict:
-    from data_gen.export import to_colbert, to_sentence_transformers
+    from colmed.data_gen.export import to_colbert, to_sentence_transformers
 
     return {"sentence_transformers": to_sentence_transformers(records, out / "export" / "sentence_transformers"),
             "colbert": to_colbert(records, out / "export" / "colbert")}
@@ -386,7 +386,7 @@ def merge_shards(out: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Merge ``<out>/shard-<i>-of-<n>/`` outputs into ``<out>``; every shard must be finished.
 
     Queries duplicated across shards (same normalised text) are deduplicated by the same rule as a
-    single run (:func:`~data_gen.filters.dedup_queries`), so the merge keeps what one run would.
+    single run (:func:`~colmed.data_gen.filters.dedup_queries`), so the merge keeps what one run would.
     """
     out = Path(out)
     shard_dirs = sorted(out.glob("shard-*-of-*"), key=lambda p: int(p.name.split("-")[1]))

@@ -9,8 +9,8 @@ queries with :func:`mine_from_queries`, which is cheap next to generation.
 
 Example (on a Ray cluster)::
 
-    from data_gen.config import GenerateConfig
-    from data_gen.ray_pipeline import generate_queries_with_ray
+    from colmed.data_gen.config import GenerateConfig
+    from colmed.data_gen.ray_pipeline import generate_queries_with_ray
     cfg = GenerateConfig(notes="notes.jsonl", out="runs/big", generator="llm", backend="vllm",
                          model="Qwen/Qwen2.5-7B-Instruct", queries_per_note=3)
     generate_queries_with_ray(cfg, queries_dir="runs/big-queries", replicas=8)   # parquet of queries
@@ -25,12 +25,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from colmed.errors import ColmedError
-from data_gen.config import GenerateConfig
-from data_gen.generators.base import GeneratedQuery, GenerationResult
-from data_gen.notes import Passage, chunk_note, load_notes, sample_notes
-from data_gen.parsing import LLMOutputError, parse_queries
-from data_gen.prompts import load_prompt_template
+from colmed.core.errors import ColmedError
+from colmed.data_gen.config import GenerateConfig
+from colmed.data_gen.generators.base import GeneratedQuery, GenerationResult
+from colmed.data_gen.notes import Passage, chunk_note, load_notes, sample_notes
+from colmed.data_gen.parsing import LLMOutputError, parse_queries
+from colmed.data_gen.prompts import load_prompt_template
 
 
 def _require_ray():
@@ -90,7 +90,7 @@ def generate_queries_with_ray(config: GenerateConfig, queries_dir: str | Path, r
 class PregeneratedQueries:
     """A query generator that serves queries generated elsewhere (rows as :func:`parse_row` writes them).
 
-    Plugged into :class:`~data_gen.pipeline.TripletPipeline` it lets filters, mining, splits and
+    Plugged into :class:`~colmed.data_gen.pipeline.TripletPipeline` it lets filters, mining, splits and
     exports run unchanged, resumably, on queries a Ray cluster produced.
     """
 
@@ -123,11 +123,11 @@ def mine_from_queries(config: GenerateConfig, queries_dir: str | Path) -> dict[s
     """Run filters, mining, split and exports on the parquet queries of :func:`generate_queries_with_ray`."""
     import datasets
 
-    from data_gen.pipeline import TripletPipeline
+    from colmed.data_gen.pipeline import TripletPipeline
 
     files = sorted(str(p) for p in Path(queries_dir).glob("*.parquet"))
     if not files:
-        from colmed.errors import InputError
+        from colmed.core.errors import InputError
         raise InputError("no parquet files of generated queries", path=queries_dir)
     rows = datasets.Dataset.from_parquet(files).to_list()
     return TripletPipeline(config, generator=PregeneratedQueries(rows)).run()

@@ -2,32 +2,37 @@
 
 Public API (small on purpose, like ranx):
 
-- :class:`~eval.data.RetrievalDataset`, :func:`~eval.data.load_dataset`
-- :data:`~eval.registry.BENCHMARKS`, :func:`~eval.registry.get_spec`
-- :func:`~eval.runs.read_trec`, :func:`~eval.runs.write_trec`, :func:`~eval.runs.exclude_self_hits`
-- :func:`~eval.evaluation.evaluate_run`, :func:`~eval.evaluation.compare_runs`, :func:`~eval.evaluation.fuse_runs`
+- :class:`~colmed.data.datasets.RetrievalDataset`, :func:`~colmed.data.datasets.load_dataset`
+- :data:`~colmed.data.registry.BENCHMARKS`, :func:`~colmed.data.registry.get_spec`
+- :func:`~colmed.data.runs.read_trec`, :func:`~colmed.data.runs.write_trec`, :func:`~colmed.data.runs.exclude_self_hits`
+- :func:`~colmed.eval.evaluation.evaluate_run`, :func:`~colmed.eval.evaluation.compare_runs`, :func:`~colmed.eval.evaluation.fuse_runs`
 
-Imports are lazy so ``import eval`` stays cheap.
+Imports are lazy so ``import colmed.eval`` stays cheap.
 """
 
 from __future__ import annotations
 
+if __name__ != "colmed.eval":  # the folder installs as colmed.eval; a bare `import eval` would shadow other packages
+    raise ImportError("import colmed.eval, not eval: colmed installs one top-level package")
+
+
+
 import importlib
 
 _EXPORTS = {
-    "RetrievalDataset": "eval.data",
-    "Document": "eval.data",
-    "load_dataset": "eval.data",
-    "load_beir_folder": "eval.data",
-    "BENCHMARKS": "eval.registry",
-    "DatasetSpec": "eval.registry",
-    "get_spec": "eval.registry",
-    "read_trec": "eval.runs",
-    "write_trec": "eval.runs",
-    "exclude_self_hits": "eval.runs",
-    "evaluate_run": "eval.evaluation",
-    "compare_runs": "eval.evaluation",
-    "fuse_runs": "eval.evaluation",
+    "RetrievalDataset": "colmed.data.datasets",
+    "Document": "colmed.data.datasets",
+    "load_dataset": "colmed.data.datasets",
+    "load_beir_folder": "colmed.data.datasets",
+    "BENCHMARKS": "colmed.data.registry",
+    "DatasetSpec": "colmed.data.registry",
+    "get_spec": "colmed.data.registry",
+    "read_trec": "colmed.data.runs",
+    "write_trec": "colmed.data.runs",
+    "exclude_self_hits": "colmed.data.runs",
+    "evaluate_run": "colmed.eval.evaluation",
+    "compare_runs": "colmed.eval.evaluation",
+    "fuse_runs": "colmed.eval.evaluation",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,6 +1,6 @@
 """Run several retrievers over a benchmark suite and report them with uncertainty and significance.
 
-For every dataset of the suite (``eval.registry.SUITES``), each retriever's index and run are built
+For every dataset of the suite (``colmed.data.registry.SUITES``), each retriever's index and run are built
 once and cached under ``<out>/cache/`` by a key of (retriever identity, dataset fingerprint, settings),
 so adding a retriever to an existing benchmark directory only computes the new one. A dataset that
 cannot be loaded (offline hub, a folder with queries and qrels but no corpus) is skipped with one
@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from colmed.errors import ColmedError, InputError
+from colmed.core.errors import ColmedError, InputError
 
 KINDS = ("bm25", "dense", "colbert", "index")
 REPORT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -94,7 +94,7 @@ class RetrieverSpec:
 
     def index_manifest(self):
         """The manifest of a prebuilt index (``index:`` retrievers)."""
-        from indexes.base import IndexManifest
+        from colmed.indexes.base import IndexManifest
 
         return IndexManifest.read(self.target)
 
@@ -170,7 +170,7 @@ class BenchmarkConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "BenchmarkConfig":
-        from colmed.io import read_yaml_mapping
+        from colmed.core.io import read_yaml_mapping
 
         p = Path(path)
         data = read_yaml_mapping(p)
@@ -200,7 +200,7 @@ class BenchmarkConfig:
 # --------------------------------------------------------------------------------------------------
 
 def dataset_names(config: BenchmarkConfig) -> list[str]:
-    from eval.registry import SUITES
+    from colmed.data.registry import SUITES
 
     if config.datasets:
         return list(config.datasets)
@@ -214,8 +214,8 @@ def load_benchmark_dataset(name: str, data_dir: str | None = None, split: str = 
 
     Raises :class:`InputError` with one line naming every place tried when the dataset cannot be used.
     """
-    from eval.data import load_beir_folder, load_dataset
-    from eval.registry import get_spec
+    from colmed.data.datasets import load_beir_folder, load_dataset
+    from colmed.data.registry import get_spec
 
     spec = get_spec(name)
     if spec is None or Path(name).exists():  # a folder given directly
@@ -274,7 +274,7 @@ def dataset_search_options(family: str, dataset_name: str) -> dict[str, Any]:
         >>> dataset_search_options("dense", "arguana")
         {}
     """
-    from eval.registry import get_spec
+    from colmed.data.registry import get_spec
 
     ds_spec = get_spec(dataset_name)
     if family == "colbert" and ds_spec is not None and ds_spec.colbert_query_maxlen:
@@ -285,10 +285,10 @@ def dataset_search_options(family: str, dataset_name: str) -> dict[str, Any]:
 def get_run(spec: RetrieverSpec, dataset, config: BenchmarkConfig, cache_dir: Path,
             log: Callable[[str], None] = _stderr) -> tuple[dict | None, dict]:
     """The run of ``spec`` on ``dataset`` (cached), and a cell info dict (cache status, sidecar, index)."""
-    import indexes.base as index_base
-    from colmed.search import search_queries, write_run
-    from eval.protocol import queries_hash, read_sidecar
-    from eval.runs import read_trec
+    import colmed.indexes.base as index_base
+    from colmed.indexes.search import search_queries, write_run
+    from colmed.eval.protocol import queries_hash, read_sidecar
+    from colmed.data.runs import read_trec
 
     identity = spec.identity()
     family = spec.kind
@@ -348,8 +348,8 @@ def get_run(spec: RetrieverSpec, dataset, config: BenchmarkConfig, cache_dir: Pa
 def evaluate_dataset(dataset, runs: dict[str, dict], baseline: str | None, config: BenchmarkConfig,
                      exclude_self: bool) -> dict:
     """Scores, intervals and baseline tests of every run on one dataset."""
-    from eval.evaluation import compare_runs
-    from eval.uncertainty import bootstrap_ci, holm, paired_bootstrap_ci
+    from colmed.eval.evaluation import compare_runs
+    from colmed.eval.uncertainty import bootstrap_ci, holm, paired_bootstrap_ci
 
     metrics = list(config.metrics)
     # Runs come from the dataset's own queries (checked by hash); a query with no hit scores zero.
@@ -392,9 +392,9 @@ def git_sha() -> str | None:
 
 def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr) -> dict:
     """Run every retriever on every loadable dataset, write the reports into ``config.out``, return results."""
-    from eval.protocol import protocol_record
-    from eval.registry import get_spec
-    from eval.uncertainty import CORRECTION
+    from colmed.eval.protocol import protocol_record
+    from colmed.data.registry import get_spec
+    from colmed.eval.uncertainty import CORRECTION
 
     specs = config.retriever_specs()
     baseline = config.baseline or specs[0].name
@@ -456,7 +456,7 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr)
 
 
 def _published_rows(specs: list[RetrieverSpec], results: dict, config: BenchmarkConfig) -> list[dict]:
-    from eval.published import check_published, reference_key
+    from colmed.eval.published import check_published, reference_key
 
     keys = {}
     for s in specs:
@@ -564,7 +564,7 @@ def to_markdown(results: dict, config: BenchmarkConfig) -> str:
     lines += _retrievers_section(results)
     lines += _protocol_section(results, config)
     if results.get("published") is not None:
-        from eval.published import published_to_markdown
+        from colmed.eval.published import published_to_markdown
 
         lines += ["## Reproduction of published figures (--check-published)", "", published_to_markdown(
             results["published"])]
@@ -572,7 +572,7 @@ def to_markdown(results: dict, config: BenchmarkConfig) -> str:
 
 
 def _test_name(config: BenchmarkConfig) -> str:
-    from eval.protocol import SIGNIFICANCE_TESTS
+    from colmed.eval.protocol import SIGNIFICANCE_TESTS
 
     return SIGNIFICANCE_TESTS.get(config.stat_test, config.stat_test)
 
@@ -616,8 +616,8 @@ def _retrievers_section(results: dict) -> list[str]:
 
 
 def _protocol_section(results: dict, config: BenchmarkConfig) -> list[str]:
-    from eval.protocol import METRIC_DEFINITIONS
-    from eval.uncertainty import CORRECTION
+    from colmed.eval.protocol import METRIC_DEFINITIONS
+    from colmed.eval.uncertainty import CORRECTION
 
     lines = ["## Protocol", "",
              "| dataset | split | judged queries | self-hits | k | dataset fingerprint | qrels sha256 | source |",
@@ -672,9 +672,9 @@ def to_csv(results: dict) -> tuple[str, str]:
 
 def write_reports(results: dict, config: BenchmarkConfig) -> None:
     """report.md, ndcg@10.csv, metrics.csv, results.json, benchmark.png and manifest.json, atomically."""
-    from colmed.io import atomic_write, write_json
-    from eval.report import plot_bars
-    from indexes.base import package_versions
+    from colmed.core.io import atomic_write, write_json
+    from colmed.eval.report import plot_bars
+    from colmed.core.provenance import package_versions
 
     out = Path(config.out)
     with atomic_write(out / "report.md") as f:

@@ -10,7 +10,7 @@ split (its judged queries and the documents judged relevant to them):
   (default >= 0.6). This catches reworded copies and light paraphrases ("statin side effects in older
   adults" / "in older adults, what side effects do statins have?");
 - **semantic** (optional): cosine similarity of sentence embeddings (any encoder with
-  ``encode_queries``, e.g. :class:`bi_encoder.encoder.DenseEncoder`) >= 0.9 between training and test
+  ``encode_queries``, e.g. :class:`colmed.bi_encoder.encoder.DenseEncoder`) >= 0.9 between training and test
   queries, for paraphrases that share few words.
 
 What is forbidden and what is not is stated in every report. Training on a benchmark's *unlabelled
@@ -20,7 +20,7 @@ paraphrases of them) is not, and neither is a training positive that copies a te
 queries are corpus documents) or a whole leaked (test query, relevant document) pair.
 
 Example:
-    >>> from eval.data import Document, RetrievalDataset
+    >>> from colmed.data.datasets import Document, RetrievalDataset
     >>> ds = RetrievalDataset("toy", {"d1": Document("d1", "Statins lower LDL cholesterol in adults.")},
     ...                       {"q1": "What are the side effects of statins in older adults?"}, {"q1": {"d1": 1}})
     >>> report = contamination_report(["In older adults, what side effects do statins have?",
@@ -262,7 +262,7 @@ def contamination_report(train_records_or_texts: Iterable[Any], dataset,
                          settings: ContaminationSettings | None = None, encoder=None) -> dict:
     """Overlap between a training set and ``dataset``'s test split, as a JSON-ready dict.
 
-    ``train_records_or_texts``: :class:`data_gen.records.TripletRecord` objects, dicts with ``query``
+    ``train_records_or_texts``: :class:`colmed.data.triplets.TripletRecord` objects, dicts with ``query``
     (and optionally ``positive``/``positive_id``/``query_id``), or plain query strings.
     ``encoder`` (optional): anything with ``encode_queries(list[str])`` for the semantic check.
     """
@@ -385,7 +385,7 @@ def check_training_set(records: Sequence[Any], datasets: Iterable[Any], out_dir,
 
     Example:
         >>> import tempfile
-        >>> from eval.data import Document, RetrievalDataset
+        >>> from colmed.data.datasets import Document, RetrievalDataset
         >>> ds = RetrievalDataset("toy", {"d1": Document("d1", "x")}, {"q1": "does coffee raise blood pressure"},
         ...                       {"q1": {"d1": 1}})
         >>> kept, summary = check_training_set(["Does coffee raise blood pressure?", "aspirin dose"], [ds],
@@ -395,7 +395,7 @@ def check_training_set(records: Sequence[Any], datasets: Iterable[Any], out_dir,
     """
     from pathlib import Path
 
-    from colmed.io import atomic_write, write_json, write_jsonl
+    from colmed.core.io import atomic_write, write_json, write_jsonl
 
     out = Path(out_dir)
     datasets = list(datasets)

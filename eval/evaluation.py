@@ -19,8 +19,8 @@ from typing import Mapping
 
 import numpy as np
 
-from colmed.errors import InputError
-from eval.runs import Run, exclude_self_hits, top_k
+from colmed.core.errors import InputError
+from colmed.data.runs import Run, exclude_self_hits, top_k
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Comparison:
     per_query: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     coverage: dict[str, dict] = field(default_factory=dict)
     protocol: dict = field(default_factory=dict)
-    # run -> metric -> (low, high): percentile bootstrap over queries (eval.uncertainty)
+    # run -> metric -> (low, high): percentile bootstrap over queries (colmed.eval.uncertainty)
     confidence_intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     confidence: float = 0.95
 
@@ -117,7 +117,7 @@ def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, 
     ``stat_test`` is ``student`` (two-sided paired t-test) or ``fisher`` (randomization test).
     ``fuse`` (e.g. ``rrf``) adds a fused run of all inputs, named ``fused-<method>``.
     ``confidence`` (e.g. 0.95) adds percentile-bootstrap intervals over queries for every mean
-    (:func:`eval.uncertainty.bootstrap_ci`); ``None`` skips them.
+    (:func:`colmed.eval.uncertainty.bootstrap_ci`); ``None`` skips them.
     """
     from ranx import Qrels, Run as RanxRun, compare, evaluate
 
@@ -150,7 +150,7 @@ def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, 
                                            dtype=float).tolist() for m in metrics}
     intervals = {}
     if confidence:
-        from eval.uncertainty import bootstrap_ci
+        from colmed.eval.uncertainty import bootstrap_ci
 
         intervals = {n: {m: bootstrap_ci(per_query[n][m], confidence, n_resamples) for m in metrics} for n in names}
     return Comparison(dataset_name, metrics, names, {n: dict(report.results[n]) for n in names}, p_values,

@@ -17,13 +17,13 @@ Example:
     >>> check_comparable({"a.trec": {"split": "test", "k": 100}, "b.trec": {"split": "dev", "k": 100}})
     Traceback (most recent call last):
     ...
-    colmed.errors.ProtocolMismatchError: runs were produced under different protocols: field 'split' is 'test' in a.trec but 'dev' in b.trec
+    colmed.core.errors.ProtocolMismatchError: runs were produced under different protocols: field 'split' is 'test' in a.trec but 'dev' in b.trec
     >>> same_model = {"model": "BAAI/bge-base-en-v1.5", "document_prompt": ""}
     >>> check_prompts({"a": {"index": {**same_model, "query_prompt": "Represent ...: "}},
     ...                "b": {"index": {**same_model, "query_prompt": ""}}})
     Traceback (most recent call last):
     ...
-    colmed.errors.ProtocolMismatchError: runs of the same model 'BAAI/bge-base-en-v1.5' use different prompts: field 'index.query_prompt' is 'Represent ...: ' in a but '' in b (pass --allow-prompt-ablation to compare a prompt ablation)
+    colmed.core.errors.ProtocolMismatchError: runs of the same model 'BAAI/bge-base-en-v1.5' use different prompts: field 'index.query_prompt' is 'Represent ...: ' in a but '' in b (pass --allow-prompt-ablation to compare a prompt ablation)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-from colmed.errors import InputError, ProtocolMismatchError
+from colmed.core.errors import InputError, ProtocolMismatchError
 
 SHARED_FIELDS = ("split", "queries_hash", "qrels_hash", "k")
 PROMPT_FIELDS = ("query_prompt", "document_prompt")

@@ -74,7 +74,7 @@ REFERENCE_MODELS = {
 
 
 def _file_sha256(path: Path) -> str:
-    from colmed.io import sha256_file
+    from colmed.core.io import sha256_file
 
     return sha256_file(path)
 

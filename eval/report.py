@@ -9,8 +9,8 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-from colmed.io import atomic_write
-from eval.evaluation import Comparison
+from colmed.core.io import atomic_write
+from colmed.eval.evaluation import Comparison
 
 _SUP = str.maketrans(string.ascii_lowercase, "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖqʳˢᵗᵘᵛʷˣʸᶻ")
 TEST_NAMES = {"student": "two-sided paired Student's t-test", "fisher": "Fisher's randomization test"}
@@ -57,7 +57,7 @@ def to_markdown(c: Comparison, title: str | None = None) -> str:
     lines += ["", f"Superscripts: the run is significantly better than the lettered run "
                   f"({TEST_NAMES.get(c.stat_test, c.stat_test)}, p < {c.max_p}, uncorrected pairwise)."]
     if c.confidence_intervals:
-        lines += [f"CI: {round(c.confidence * 100)}% percentile bootstrap over queries (eval.uncertainty)."]
+        lines += [f"CI: {round(c.confidence * 100)}% percentile bootstrap over queries (colmed.eval.uncertainty)."]
     lines += [""]
     cov = [f"{n}: {v['queries_with_results']}/{v['judged_queries']} judged queries with results"
            for n, v in c.coverage.items()]

@@ -1,5 +1,9 @@
-"""colmed.indexes: on-disk indexes (BM25, faiss, PLAID) behind one :class:`~indexes.base.Retriever` API.
+"""colmed.indexes: on-disk indexes (BM25, faiss, PLAID) behind one :class:`~colmed.indexes.base.Retriever` API.
 
-- :func:`~indexes.base.build_index` builds any registered kind into a directory atomically.
-- :func:`~indexes.base.load_index` opens any index directory as a retriever.
+- :func:`~colmed.indexes.base.build_index` builds any registered kind into a directory atomically.
+- :func:`~colmed.indexes.base.load_index` opens any index directory as a retriever.
 """
+
+if __name__ != "colmed.indexes":  # the folder installs as colmed.indexes; a bare `import indexes` would shadow other packages
+    raise ImportError("import colmed.indexes, not indexes: colmed installs one top-level package")
+

@@ -10,7 +10,7 @@ Kinds are registered by name in :data:`BUILDERS` / :data:`LOADERS` as ``"module:
 that a family's heavy imports (torch, faiss, colbert) happen only when it is used.
 
 Example:
-    >>> from eval.data import Document, RetrievalDataset
+    >>> from colmed.data.datasets import Document, RetrievalDataset
     >>> corpus = {"d1": Document("d1", "aspirin lowers fever"), "d2": Document("d2", "insulin for diabetes")}
     >>> ds = RetrievalDataset("toy", corpus, {}, {})
     >>> import tempfile, pathlib
@@ -26,13 +26,13 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import json
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from colmed.errors import InputError
-from colmed.io import atomic_directory, write_json, write_jsonl, read_jsonl
+from colmed.core.errors import InputError
+from colmed.core.io import atomic_directory, write_json, write_jsonl, read_jsonl
+from colmed.core.provenance import package_versions
 
 FORMAT_VERSION = 1
 
@@ -85,20 +85,6 @@ class IndexManifest:
         write_json(Path(index_dir) / "manifest.json", asdict(self))
 
 
-def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
-    """Versions of the packages that decide an index's or run's numbers."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("colmed", "torch", "transformers", "sentence-transformers", "faiss-cpu", "faiss-gpu",
-                "bm25s", "ranx", "colbert-ai", *extra):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def write_docs(index_dir: str | Path, doc_ids: list[str], titles: list[str] | None = None) -> None:
     """Write the position -> (string id, title) map every index carries."""
     titles = titles or [""] * len(doc_ids)
@@ -117,14 +103,14 @@ def read_docs(index_dir: str | Path) -> tuple[list[str], list[str]]:
 # kind -> "module:function". Builders take (dataset, out_dir, **options) and write into out_dir;
 # loaders take (index_dir, manifest, **options) and return a Retriever.
 BUILDERS: dict[str, str] = {
-    "bm25": "indexes.bm25:build_bm25_index",
-    "dense": "indexes.dense:build_dense_index",
-    "colbert": "colmed.colbert.index:build_plaid_index",
+    "bm25": "colmed.indexes.bm25:build_bm25_index",
+    "dense": "colmed.indexes.dense:build_dense_index",
+    "colbert": "colmed.indexes.plaid:build_plaid_index",
 }
 LOADERS: dict[str, str] = {
-    "bm25": "indexes.bm25:BM25Index.load",
-    "dense": "indexes.dense:DenseIndex.load",
-    "colbert": "colmed.colbert.index:PlaidIndex.load",
+    "bm25": "colmed.indexes.bm25:BM25Index.load",
+    "dense": "colmed.indexes.dense:DenseIndex.load",
+    "colbert": "colmed.indexes.plaid:PlaidIndex.load",
 }
 
 

@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from indexes.base import IndexManifest, read_docs, write_docs
+from colmed.indexes.base import IndexManifest, read_docs, write_docs
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class BM25Settings:
 
 
 class BM25Index:
-    """An in-memory bm25s index with string doc ids; implements :class:`indexes.base.Retriever`."""
+    """An in-memory bm25s index with string doc ids; implements :class:`colmed.indexes.base.Retriever`."""
 
     def __init__(self, retriever, doc_ids: list[str], settings: BM25Settings, titles: list[str] | None = None):
         self.retriever = retriever

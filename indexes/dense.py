@@ -23,8 +23,8 @@ from typing import Mapping
 
 import numpy as np
 
-from colmed.errors import InputError
-from indexes.base import IndexManifest, read_docs, write_docs
+from colmed.core.errors import InputError
+from colmed.indexes.base import IndexManifest, read_docs, write_docs
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 
@@ -100,7 +100,7 @@ def ann_recall(index, exact, queries: np.ndarray, k: int = 10) -> float:
 
 
 class DenseIndex:
-    """A faiss index plus the encoder that fills it; implements :class:`indexes.base.Retriever`."""
+    """A faiss index plus the encoder that fills it; implements :class:`colmed.indexes.base.Retriever`."""
 
     def __init__(self, index, doc_ids: list[str], encoder, titles: list[str] | None = None):
         self.index, self.doc_ids, self.encoder = index, doc_ids, encoder
@@ -123,7 +123,7 @@ class DenseIndex:
              batch_size: int = 32, **_) -> "DenseIndex":
         import faiss
 
-        from bi_encoder.encoder import DenseEncoder
+        from colmed.bi_encoder.encoder import DenseEncoder
 
         manifest = manifest or IndexManifest.read(index_dir)
         index = faiss.read_index(str(Path(index_dir) / "faiss.index"))
@@ -143,7 +143,7 @@ def build_dense_index(dataset, out_dir: str | Path, model: str | None = None, in
     """Builder for ``build_index("dense", ...)``: encode ``dataset.corpus`` and store a faiss index."""
     import faiss
 
-    from bi_encoder.encoder import DenseEncoder
+    from colmed.bi_encoder.encoder import DenseEncoder
 
     if not model:
         raise InputError("a dense index needs --model (a hub name or a local sentence-transformers folder)",

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from colmed.cli import main  # noqa: E402
-from colmed.errors import InputError  # noqa: E402
-from eval.benchmark import BenchmarkConfig, RetrieverSpec, run_benchmark  # noqa: E402
-from eval.published import check_published  # noqa: E402
-from eval.runs import read_trec  # noqa: E402
+from colmed.core.errors import InputError  # noqa: E402
+from colmed.eval.benchmark import BenchmarkConfig, RetrieverSpec, run_benchmark  # noqa: E402
+from colmed.eval.published import check_published  # noqa: E402
+from colmed.data.runs import read_trec  # noqa: E402
 
 
 def _quiet(_line: str) -> None:
@@ -53,7 +53,7 @@ def _hand_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, i
 
 
 def test_table_values_match_metrics_computed_by_hand(tmp_path, data_dir, tiny_st_model_dir):
-    from eval.data import load_beir_folder
+    from colmed.data.datasets import load_beir_folder
 
     out = tmp_path / "bench"
     cfg = BenchmarkConfig(retrievers=["bm25", f"tiny=dense:{tiny_st_model_dir}"], datasets=["nfcorpus"],
@@ -103,7 +103,7 @@ def test_missing_and_incomplete_datasets_are_skipped_with_one_line(tmp_path, dat
 
 
 def test_adding_a_retriever_reuses_the_cached_ones(tmp_path, data_dir, tiny_st_model_dir, monkeypatch):
-    import indexes.base as index_base
+    import colmed.indexes.base as index_base
 
     built = []
     real_build = index_base.build_index
@@ -150,8 +150,8 @@ def test_benchmarks_sharing_a_cache_dir_compute_a_retriever_once(tmp_path, data_
     assert renamed["scores"]["lexical"]["nfcorpus"] == first["scores"]["bm25"]["nfcorpus"]
 
 def test_prebuilt_index_retriever_applies_only_to_its_own_corpus(tmp_path, data_dir, sample_dataset_dir):
-    from eval.data import load_beir_folder
-    from indexes.base import build_index
+    from colmed.data.datasets import load_beir_folder
+    from colmed.indexes.base import build_index
 
     ds = load_beir_folder(data_dir / "nfcorpus", name="nfcorpus")
     build_index("bm25", ds, tmp_path / "idx", k1=0.9, b=0.4)

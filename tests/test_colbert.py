@@ -18,8 +18,8 @@ import torch
 from click.testing import CliRunner
 
 from colmed.cli import main
-from eval.data import load_dataset
-from eval.runs import read_trec
+from colmed.data.datasets import load_dataset
+from colmed.data.runs import read_trec
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -165,7 +165,7 @@ def test_training_writes_a_loadable_colbert_checkpoint_and_manifest(colbert_run,
 
 @pytest.mark.colbert
 def test_index_directory_has_manifest_string_id_map_and_stats(colbert_run):
-    from indexes.base import IndexManifest, read_docs
+    from colmed.indexes.base import IndexManifest, read_docs
 
     index = colbert_run["index"]
     manifest = IndexManifest.read(index)
@@ -186,8 +186,8 @@ def test_index_directory_has_manifest_string_id_map_and_stats(colbert_run):
 
 @pytest.mark.colbert
 def test_crippled_plaid_search_reports_recall_below_one(colbert_run):
-    from colmed.colbert.index import PlaidIndex, plaid_recall
-    from indexes.base import IndexManifest
+    from colmed.indexes.plaid import PlaidIndex, plaid_recall
+    from colmed.indexes.base import IndexManifest
 
     index = colbert_run["index"]
     queries = list(colbert_run["dataset"].queries.values())
@@ -223,14 +223,14 @@ def test_search_cli_returns_string_ids_and_finds_the_relevant_document(colbert_r
     dataset = colbert_run["dataset"]
     assert set(run) == set(dataset.queries)
     assert all(set(hits) <= set(dataset.corpus) and 0 < len(hits) <= 10 for hits in run.values())
-    from eval.evaluation import evaluate_run
+    from colmed.eval.evaluation import evaluate_run
 
     assert evaluate_run(dataset, run, ["ndcg@10"])["ndcg@10"] > 0.5
 
 
 @pytest.mark.colbert
 def test_search_passes_ncells_and_ndocs_on_every_call(colbert_run):
-    from indexes.base import load_index
+    from colmed.indexes.base import load_index
 
     index = load_index(colbert_run["index"])
     raw_config = index._searcher.raw.config
@@ -244,7 +244,7 @@ def test_search_passes_ncells_and_ndocs_on_every_call(colbert_run):
     tuned = load_index(colbert_run["index"], ncells=4, ndocs=64)
     tuned.search({"a": "metformin"}, k=5)
     assert (tuned._searcher.raw.config.ncells, tuned._searcher.raw.config.ndocs) == (4, 64)
-    from colmed.errors import InputError
+    from colmed.core.errors import InputError
 
     with pytest.raises(InputError, match="unknown option"):
         load_index(colbert_run["index"], index_type="hnsw")
@@ -252,7 +252,7 @@ def test_search_passes_ncells_and_ndocs_on_every_call(colbert_run):
 
 @pytest.mark.colbert
 def test_long_queries_are_read_to_the_query_maxlen_asked_for(colbert_run):
-    from indexes.base import load_index
+    from colmed.indexes.base import load_index
 
     # Two queries that differ only after 40 shared tokens: a 32-token reading cannot tell them apart.
     prefix = "patient reports " * 20
@@ -270,7 +270,7 @@ def test_long_queries_are_read_to_the_query_maxlen_asked_for(colbert_run):
 def test_benchmark_reads_arguana_queries_to_300_tokens_for_colbert_only(colbert_run, sample_dataset_dir, tmp_path):
     import shutil
 
-    from eval.benchmark import BenchmarkConfig, run_benchmark
+    from colmed.eval.benchmark import BenchmarkConfig, run_benchmark
 
     # A registered name gives a folder its protocol: this copy of the sample is evaluated as ArguAna.
     shutil.copytree(sample_dataset_dir, tmp_path / "beir" / "arguana")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from colmed.cli import main
 from colmed.colbert.training import ColbertTrainingConfig, prepare_triplets, read_triplet_records
-from colmed.errors import InputError
+from colmed.core.errors import InputError
 
 
 def _record(i: int, negatives: int = 2, **over) -> dict:

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from colmed.errors import ColmedError, IndexExistsError, InputError
-from data_gen.config import GenerateConfig, parse_shard
-from data_gen.export import to_colbert, to_sentence_transformers
-from data_gen.generators.cropping import IndependentCroppingGenerator
-from data_gen.generators.inverse_cloze import InverseClozeGenerator
-from data_gen.mining import HardNegativeMiner
-from data_gen.notes import Note, Passage, chunk_note, in_shard, load_notes, note_split
-from data_gen.pipeline import TripletPipeline, merge_shards
-from data_gen.records import TripletRecord, read_triplets
+from colmed.core.errors import ColmedError, IndexExistsError, InputError
+from colmed.data_gen.config import GenerateConfig, parse_shard
+from colmed.data_gen.export import to_colbert, to_sentence_transformers
+from colmed.data_gen.generators.cropping import IndependentCroppingGenerator
+from colmed.data_gen.generators.inverse_cloze import InverseClozeGenerator
+from colmed.data_gen.mining import HardNegativeMiner
+from colmed.data_gen.notes import Note, Passage, chunk_note, in_shard, load_notes, note_split
+from colmed.data_gen.pipeline import TripletPipeline, merge_shards
+from colmed.data.triplets import TripletRecord, read_triplets
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def test_cropping_spans_come_from_the_passage():
 # ------------------------------------------------------------------ mining
 
 def _bm25(ids, texts):
-    from indexes.bm25 import BM25Index
+    from colmed.indexes.bm25 import BM25Index
 
     return BM25Index.build(ids, texts, show_progress=False)
 
@@ -220,7 +220,7 @@ def test_miner_with_a_plain_retriever():
 
 
 def test_dense_miner_with_minilm(minilm_path):
-    from data_gen.mining import DenseRetriever
+    from colmed.data_gen.mining import DenseRetriever
 
     ids = ["a#0", "b#0", "c#0", "d#0"]
     texts = ["Warfarin anticoagulation for atrial fibrillation", "Insulin therapy in type 1 diabetes",
@@ -237,7 +237,7 @@ def test_teacher_scores_from_a_cross_encoder(tmp_path, minilm_path):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from data_gen.mining import add_teacher_scores
+    from colmed.data_gen.mining import add_teacher_scores
 
     tok = AutoTokenizer.from_pretrained(minilm_path)
     torch.manual_seed(0)

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from colmed.errors import InputError
-from data_gen.backends.base import Completion
-from data_gen.config import GenerateConfig
-from data_gen.generators.llm import LLMQueryGenerator
-from data_gen.notes import Passage
-from data_gen.parsing import LLMOutputError, parse_queries
-from data_gen.pipeline import TripletPipeline
-from data_gen.prompts import load_prompt_template
-from data_gen.records import read_triplets
+from colmed.core.errors import InputError
+from colmed.data_gen.backends.base import Completion
+from colmed.data_gen.config import GenerateConfig
+from colmed.data_gen.generators.llm import LLMQueryGenerator
+from colmed.data_gen.notes import Passage
+from colmed.data_gen.parsing import LLMOutputError, parse_queries
+from colmed.data_gen.pipeline import TripletPipeline
+from colmed.data_gen.prompts import load_prompt_template
+from colmed.data.triplets import read_triplets
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -228,7 +228,7 @@ def scripted_server(delay: float = 0.0, fail_first: bool = False, malformed_firs
 
 
 def test_openai_backend_retries_http_errors_and_sends_schema(monkeypatch):
-    from data_gen.backends.openai_backend import OpenAIBackend
+    from colmed.data_gen.backends.openai_backend import OpenAIBackend
 
     with scripted_server(fail_first=True) as url:
         backend = OpenAIBackend(url, "served-model", api_key="sk-test", concurrency=2, backoff=0.01)
@@ -248,7 +248,7 @@ def test_openai_backend_end_to_end_through_the_pipeline(tmp_path):
                                                                        f"condition {i} in the left knee."}) + "\n"
                              for i in range(5)))
     with scripted_server(malformed_first=True) as url:
-        from data_gen.backends.openai_backend import OpenAIBackend
+        from colmed.data_gen.backends.openai_backend import OpenAIBackend
 
         cfg = GenerateConfig(notes=str(notes), out=str(tmp_path / "out"), generator="llm", backend="openai",
                              base_url=url, model="served", min_chunk_words=5, num_negatives=2, range_max=4,
@@ -282,7 +282,7 @@ def tiny_causal_lm(tmp_path_factory, minilm_path):
 
 
 def test_transformers_backend_generates_reproducibly(tiny_causal_lm):
-    from data_gen.backends.transformers_backend import TransformersBackend
+    from colmed.data_gen.backends.transformers_backend import TransformersBackend
 
     backend = TransformersBackend(tiny_causal_lm, device="cpu", batch_size=2)
     convs = [[{"role": "user", "content": "short"}], [{"role": "user", "content": TEXT}],
@@ -316,7 +316,7 @@ def test_real_gguf_llm_writes_clinical_queries(tmp_path):
     gguf = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
     if not (model_dir / gguf).is_file():
         pytest.skip("run: bash ../shared/models/get-qwen-0.5b-gguf.sh runs/models/qwen")
-    from data_gen.backends.transformers_backend import TransformersBackend
+    from colmed.data_gen.backends.transformers_backend import TransformersBackend
 
     gen = LLMQueryGenerator(TransformersBackend(str(model_dir), gguf_file=gguf, device="cpu"), load_prompt_template(),
                             1, max_retries=2, max_new_tokens=160, temperature=0.3)
@@ -329,7 +329,7 @@ def test_real_gguf_llm_writes_clinical_queries(tmp_path):
 def test_queries_generated_on_a_cluster_feed_the_normal_pipeline(tmp_path):
     import datasets
 
-    from data_gen.ray_pipeline import mine_from_queries, parse_row
+    from colmed.data_gen.ray_pipeline import mine_from_queries, parse_row
 
     notes = tmp_path / "notes.jsonl"
     notes.write_text("".join(json.dumps({"id": f"n{i}", "text": TEXT + f" Visit {i} was for the left knee."}) + "\n"
@@ -351,8 +351,8 @@ def test_queries_generated_on_a_cluster_feed_the_normal_pipeline(tmp_path):
 def test_ray_generation_without_ray_says_how_to_install():
     import importlib.util
 
-    from colmed.errors import ColmedError
-    from data_gen.ray_pipeline import generate_queries_with_ray
+    from colmed.core.errors import ColmedError
+    from colmed.data_gen.ray_pipeline import generate_queries_with_ray
 
     if importlib.util.find_spec("ray") is not None:
         pytest.skip("ray is installed here")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from colmed.errors import InputError
-from eval.data import load_beir_folder, load_dataset
+from colmed.core.errors import InputError
+from colmed.data.datasets import load_beir_folder, load_dataset
 from tests.conftest import shared_path
 
 

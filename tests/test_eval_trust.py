@@ -13,11 +13,11 @@ from click.testing import CliRunner
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from colmed.cli import main  # noqa: E402
-from colmed.errors import ProtocolMismatchError  # noqa: E402
-from eval.contamination import ContaminationSettings, contamination_report, decontaminate  # noqa: E402
-from eval.data import Document, RetrievalDataset, load_dataset  # noqa: E402
-from eval.protocol import check_prompts, protocol_record, queries_hash  # noqa: E402
-from eval.uncertainty import bootstrap_ci, holm, paired_bootstrap_ci  # noqa: E402
+from colmed.core.errors import ProtocolMismatchError  # noqa: E402
+from colmed.eval.contamination import ContaminationSettings, contamination_report, decontaminate  # noqa: E402
+from colmed.data.datasets import Document, RetrievalDataset, load_dataset  # noqa: E402
+from colmed.eval.protocol import check_prompts, protocol_record, queries_hash  # noqa: E402
+from colmed.eval.uncertainty import bootstrap_ci, holm, paired_bootstrap_ci  # noqa: E402
 
 
 def _invoke(args: list[str]):
@@ -41,8 +41,8 @@ def test_run_with_mismatched_query_ids_fails_with_the_message(tmp_path, sample_d
 
 
 def test_same_model_under_different_prompts_refuses_to_compare(tmp_path, sample_dataset_dir, tiny_st_model_dir):
-    from colmed.search import search_to_trec
-    from indexes.base import build_index, load_index
+    from colmed.indexes.search import search_to_trec
+    from colmed.indexes.base import build_index, load_index
 
     ds = load_dataset(sample_dataset_dir)
     runs = {}
@@ -152,7 +152,7 @@ def test_contamination_clean_set_reports_nothing(benchmark_like):
 
 
 def test_contamination_semantic_paraphrase_needs_the_encoder(benchmark_like, minilm_path):
-    from bi_encoder.encoder import DenseEncoder
+    from colmed.bi_encoder.encoder import DenseEncoder
 
     paraphrase = CLEAN_TRAINING + ["Can pregnant women safely use ibuprofen?"]  # few shared words with q2
     lexical = contamination_report(paraphrase, benchmark_like)
@@ -204,7 +204,7 @@ def test_holm_matches_hand_computation():
 # --------------------------------------------------------------------------------------------- ANN recall
 
 def test_crippled_hnsw_index_reports_recall_below_one_in_manifest_and_search(tmp_path, tiny_st_model_dir):
-    from indexes.base import build_index
+    from colmed.indexes.base import build_index
 
     rng = np.random.default_rng(0)
     vocab = [f"w{i}" for i in range(300)]
@@ -230,7 +230,7 @@ def test_crippled_hnsw_index_reports_recall_below_one_in_manifest_and_search(tmp
 
 
 def test_training_set_stage_writes_reports_and_logs_every_removal(tmp_path, benchmark_like):
-    from eval.contamination import check_training_set
+    from colmed.eval.contamination import check_training_set
 
     records = CLEAN_TRAINING + [{"query_id": "leak", "query": TEST_QUERIES["q4"].upper(), "positive": "x"}]
     kept, summary = check_training_set(records, [benchmark_like], tmp_path, decontaminate_records=True)

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from colmed.errors import InputError, ProtocolMismatchError
-from eval.evaluation import compare_runs, evaluate_run, fuse_runs
-from eval.protocol import check_comparable
-from eval.runs import exclude_self_hits, read_trec, write_trec
+from colmed.core.errors import InputError, ProtocolMismatchError
+from colmed.eval.evaluation import compare_runs, evaluate_run, fuse_runs
+from colmed.eval.protocol import check_comparable
+from colmed.data.runs import exclude_self_hits, read_trec, write_trec
 
 QRELS = {"q1": {"d1": 2, "d2": 1}, "q2": {"d3": 1}}
 RUN = {"q1": {"d2": 0.9, "d1": 0.8, "d9": 0.1}, "q2": {"d9": 0.7, "d3": 0.6}}

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from colmed.errors import IndexExistsError, InputError
-from eval.data import Document, RetrievalDataset, load_dataset
-from eval.evaluation import evaluate_run
-from indexes.base import IndexManifest, build_index, load_index
+from colmed.core.errors import IndexExistsError, InputError
+from colmed.data.datasets import Document, RetrievalDataset, load_dataset
+from colmed.eval.evaluation import evaluate_run
+from colmed.indexes.base import IndexManifest, build_index, load_index
 from tests.conftest import shared_path
 
 DOCS = {"a-1": Document("a-1", "aspirin lowers fever and pain", "Aspirin"),
@@ -56,7 +56,7 @@ def test_dense_index_with_tiny_model(tmp_path, tiny_st_model_dir):
 
 
 def test_hnsw_and_ivfpq_record_ann_recall(tmp_path):
-    from indexes.dense import FaissSettings, ann_recall, make_faiss_index
+    from colmed.indexes.dense import FaissSettings, ann_recall, make_faiss_index
     import faiss
 
     rng = np.random.default_rng(0)

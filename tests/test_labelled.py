@@ -5,7 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from colmed.cli import main
-from data_gen.records import read_triplets
+from colmed.data.triplets import read_triplets
 
 
 def test_labelled_split_to_triplets(tmp_path, sample_dataset_dir):
@@ -14,7 +14,7 @@ def test_labelled_split_to_triplets(tmp_path, sample_dataset_dir):
                                   "--out", str(out), "--negatives", "3", "--dev-fraction", "0.3", "--no-progress"])
     assert r.exit_code == 0, r.output
     recs = list(read_triplets(out))
-    from eval.data import load_dataset
+    from colmed.data.datasets import load_dataset
 
     ds = load_dataset(sample_dataset_dir)
     assert len(recs) == sum(len(v) for v in ds.qrels.values())  # every judged pair (at most 4 per query)

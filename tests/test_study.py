@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from colmed.cli import main
 from colmed.study import StudyConfig, apply_overrides, build_stages
-from colmed.errors import InputError
+from colmed.core.errors import InputError
 from tests.test_data_gen_llm import scripted_server
 
 TOPICS = ["hypertension on lisinopril with a dry cough", "type 2 diabetes started on metformin 500 mg",
@@ -56,7 +56,7 @@ def tiny_config(tmp_path, tiny_st_model_dir, tiny_bert_dir, sample_dataset_dir, 
 
 
 def test_config_overrides_and_errors(tmp_path):
-    cfg = apply_overrides(StudyConfig(), ["data.num_notes=5", "colbert.enabled=false", "bi_encoder.args.lr=1e-4"])
+    cfg = apply_overrides(StudyConfig(), ["data.num_notes=5", "colbert.enabled=false", "colmed.bi_encoder.args.lr=1e-4"])
     assert cfg.data.num_notes == 5 and not cfg.colbert.enabled and cfg.bi_encoder.args["lr"] == 1e-4
     assert [s.name for s in build_stages(cfg)] == ["generate", "train-bi-encoder", "benchmark"]
     with pytest.raises(InputError, match="unknown setting 'data.nope'"):

@@ -4,8 +4,8 @@ Modules:
 
 * :mod:`colmed.colbert.training` — ``ColbertTrainingConfig`` and ``train_colbert``: colmed triplets ->
   a colbert-ai checkpoint (also loadable by RAGatouille and PyLate) + ``manifest.json``.
-* :mod:`colmed.colbert.index` — ``build_plaid_index`` / ``PlaidIndex``: the ``"colbert"`` kind of
-  :func:`indexes.base.build_index` / :func:`indexes.base.load_index`.
+* :mod:`colmed.indexes.plaid` — ``build_plaid_index`` / ``PlaidIndex``: the ``"colbert"`` kind of
+  :func:`colmed.indexes.base.build_index` / :func:`colmed.indexes.base.load_index`.
 * :mod:`colmed.colbert.adapter` — every call into colbert-ai, in-process and in its own ``Run`` context.
 * :mod:`colmed.colbert.compat` — fixes for colbert-ai 0.2.22 on transformers 5 / CPU / one process.
 

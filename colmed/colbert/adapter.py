@@ -9,7 +9,7 @@ Every call here
 * gives colbert-ai a private scratch ``root`` so it never writes ``experiments/`` into the working dir,
 * restores ``CUDA_VISIBLE_DEVICES``, which colbert-ai's in-process launcher overwrites.
 
-Higher layers (:mod:`colmed.colbert.training`, :mod:`colmed.colbert.index`) speak plain Python types.
+Higher layers (:mod:`colmed.colbert.training`, :mod:`colmed.indexes.plaid`) speak plain Python types.
 
 Example:
     >>> from colmed.colbert.adapter import PlaidSearcher, build_plaid   # doctest: +SKIP
@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from colmed.colbert.compat import apply_compat, reuse_sample_embeddings, single_process_ddp
-from colmed.errors import InputError
+from colmed.core.errors import InputError
 
 
 def resolve_device(device: str | None) -> str:

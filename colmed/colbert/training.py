@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from colmed.manifest import git_sha
-from colmed.errors import IndexExistsError, InputError
-from colmed.io import atomic_directory, read_jsonl, sha256_file, write_json
-from data_gen.records import TripletRecord
+from colmed.core.provenance import git_sha
+from colmed.core.errors import IndexExistsError, InputError
+from colmed.core.io import atomic_directory, read_jsonl, sha256_file, write_json
+from colmed.data.triplets import TripletRecord
 
 
 @dataclass
@@ -64,7 +64,7 @@ class ColbertTrainingConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ColbertTrainingConfig":
         """Read a YAML mapping of field names to values; unknown keys are errors."""
-        from colmed.io import read_yaml_mapping
+        from colmed.core.io import read_yaml_mapping
 
         data = read_yaml_mapping(path)
         known = {f.name for f in dataclasses.fields(cls)}
@@ -201,7 +201,7 @@ def train_colbert(triplets: str | Path, out: str | Path, config: ColbertTraining
     from tqdm.auto import tqdm
 
     from colmed.colbert import adapter
-    from indexes.base import package_versions
+    from colmed.core.provenance import package_versions
 
     config.validate()
     out = Path(out)

@@ -42,8 +42,8 @@ def command(retrievers, suite, datasets, data_dir, baseline, check_published, to
         --suite medical --data-dir ../shared/beir --check-published --out runs/bench
     """
     from colmed.commands._common import quiet_libraries
-    from colmed.errors import InputError
-    from eval.benchmark import BenchmarkConfig, run_benchmark
+    from colmed.core.errors import InputError
+    from colmed.eval.benchmark import BenchmarkConfig, run_benchmark
 
     quiet_libraries()
     overrides = dict(retrievers=list(retrievers), suite=suite, datasets=list(datasets), data_dir=data_dir,
@@ -66,7 +66,7 @@ def _print_summary(results: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from eval.benchmark import ndcg_cells
+    from colmed.eval.benchmark import ndcg_cells
 
     datasets = results["datasets"]
     table = Table(title="nDCG@10 (95% CI); ▲/▼ = significantly better/worse than the baseline (Holm)")

@@ -29,14 +29,14 @@ def command(dataset, split, runs, fuse, stat_test, max_p, metrics, self_hits, al
     from pathlib import Path
 
     from colmed.commands._common import quiet_libraries
-    from colmed.errors import InputError
-    from colmed.io import atomic_write, write_json
-    from eval.data import load_dataset
-    from eval.evaluation import DEFAULT_METRICS, compare_runs
-    from eval.protocol import check_comparable, check_prompts, protocol_record, read_sidecar
-    from eval.registry import get_spec
-    from eval.report import plot_bars, print_table, to_markdown
-    from eval.runs import read_trec
+    from colmed.core.errors import InputError
+    from colmed.core.io import atomic_write, write_json
+    from colmed.data.datasets import load_dataset
+    from colmed.eval.evaluation import DEFAULT_METRICS, compare_runs
+    from colmed.eval.protocol import check_comparable, check_prompts, protocol_record, read_sidecar
+    from colmed.data.registry import get_spec
+    from colmed.eval.report import plot_bars, print_table, to_markdown
+    from colmed.data.runs import read_trec
 
     quiet_libraries()
     named = {}

@@ -16,7 +16,7 @@ def command(out, dataset, model):
     """
     from colmed.commands._common import quiet_libraries
     from colmed.demo import run_demo
-    from eval.report import print_table
+    from colmed.eval.report import print_table
 
     quiet_libraries()
     comparison = run_demo(out, dataset=dataset, model=model, echo=lambda m: click.echo(m, err=True))

@@ -76,12 +76,12 @@ _RENAMES = {"negatives": "num_negatives", "prompts_file": "prompts"}
 @click.option("--labelled-split", default="train", show_default=True, help="Split of --labelled.")
 def command(config_path, merge_shards, no_progress, labelled, labelled_split, **flags):
     """Generate synthetic triplets from clinical notes (resumable; see the module docs)."""
-    from data_gen.config import GenerateConfig
-    from data_gen.pipeline import TripletPipeline, merge_shards as merge
+    from colmed.data_gen.config import GenerateConfig
+    from colmed.data_gen.pipeline import TripletPipeline, merge_shards as merge
 
     overrides = {_RENAMES.get(k, k): v for k, v in flags.items() if v is not None}
     if labelled:
-        from data_gen.labelled import build_labelled_triplets
+        from colmed.data_gen.labelled import build_labelled_triplets
 
         if not overrides.get("out"):
             raise click.UsageError("--labelled needs --out")

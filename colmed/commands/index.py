@@ -34,15 +34,15 @@ def command(kind, dataset, split, model, out, overwrite, index_type, query_promp
     from pathlib import Path
 
     from colmed.commands._common import quiet_libraries
-    from colmed.errors import IndexExistsError, InputError
+    from colmed.core.errors import IndexExistsError, InputError
 
     quiet_libraries()
     if Path(out).exists() and not overwrite:  # fail before loading anything heavy
         raise IndexExistsError(f"{out}: already exists; pass --overwrite to replace it")
     if kind != "bm25" and not model:
         raise InputError(f"--retriever {kind} needs --model (hub name or local path)", field="model")
-    from eval.data import load_dataset
-    from indexes.base import build_index
+    from colmed.data.datasets import load_dataset
+    from colmed.indexes.base import build_index
 
     ds = load_dataset(dataset, split=split)
     options = {"bm25": {},

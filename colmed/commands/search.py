@@ -24,16 +24,16 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
     colmed search --index idx/nfcorpus-bm25 --query "statin side effects"
     """
     from colmed.commands._common import quiet_libraries
-    from colmed.errors import InputError
+    from colmed.core.errors import InputError
 
     quiet_libraries()
     if (queries is None) == (query_text is None):
         raise InputError("give exactly one of --queries (with --out) or --query")
     if queries is not None and not out:
         raise InputError("--queries needs --out (the TREC run file to write)")
-    from indexes.base import IndexManifest, load_index, read_docs
+    from colmed.indexes.base import IndexManifest, load_index, read_docs
 
-    from colmed.search import ann_recall_line, load_queries, search_loaded_to_trec
+    from colmed.indexes.search import ann_recall_line, load_queries, search_loaded_to_trec
 
     manifest = IndexManifest.read(index_dir)
     click.echo(ann_recall_line(manifest), err=True)  # approximate indexes say what they cost
@@ -41,7 +41,7 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
         raise InputError(f"--query-maxlen applies to colbert indexes; {index_dir} is a {manifest.kind} index")
     loaded = load_queries(queries, split) if queries is not None else None
     if query_maxlen is None and loaded is not None and loaded[1].get("dataset"):
-        from eval.benchmark import dataset_search_options
+        from colmed.eval.benchmark import dataset_search_options
 
         # A registered benchmark's protocol, as `colmed benchmark` applies it (ArguAna: 300 ColBERT query tokens).
         query_maxlen = dataset_search_options(manifest.kind, loaded[1]["dataset"]).get("query_maxlen")

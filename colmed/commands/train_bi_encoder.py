@@ -56,10 +56,10 @@ import click
 def command(triplets, base_model, out, config_path, preset, resume, overwrite, matryoshka_dims, dev, **flags):
     """Fine-tune a bi-encoder with MultipleNegativesRankingLoss; keep the best dev checkpoint."""
     from colmed.commands._common import quiet_libraries
-    from colmed.errors import InputError
+    from colmed.core.errors import InputError
 
     quiet_libraries()
-    from bi_encoder.config import BiEncoderTrainingConfig
+    from colmed.bi_encoder.config import BiEncoderTrainingConfig
 
     overrides = dict(flags, triplets=triplets, base_model=base_model, out=out, preset=preset)
     if matryoshka_dims:
@@ -79,7 +79,7 @@ def command(triplets, base_model, out, config_path, preset, resume, overwrite, m
         if not getattr(config, name):
             raise InputError(f"--{name} is required (flag or config file)", field=name)
 
-    from bi_encoder.train import train_bi_encoder
+    from colmed.bi_encoder.train import train_bi_encoder
 
     result = train_bi_encoder(config, resume=resume, overwrite=overwrite)
     base = result.base_dev_metrics.get("dev_ndcg@10")

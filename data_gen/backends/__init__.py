@@ -1,11 +1,11 @@
-"""LLM backends behind one small interface (:class:`~data_gen.backends.base.LLMBackend`).
+"""LLM backends behind one small interface (:class:`~colmed.data_gen.backends.base.LLMBackend`).
 
 * ``transformers``: a local causal LM through ``generate`` (CPU-capable; GGUF via ``gguf_file``);
 * ``openai``: any OpenAI-compatible ``/chat/completions`` endpoint (``vllm serve``, llama.cpp, ...);
 * ``vllm``: offline batched ``vllm.LLM`` with structured JSON output (optional extra: ``colmed[vllm]``).
 """
 
-from data_gen.backends.base import Completion, LLMBackend
+from colmed.data_gen.backends.base import Completion, LLMBackend
 
 __all__ = ["Completion", "LLMBackend", "make_backend"]
 
@@ -13,14 +13,14 @@ __all__ = ["Completion", "LLMBackend", "make_backend"]
 def make_backend(config) -> LLMBackend:
     """The backend named by ``config.backend``, built from the config's model settings."""
     if config.backend == "transformers":
-        from data_gen.backends.transformers_backend import TransformersBackend
+        from colmed.data_gen.backends.transformers_backend import TransformersBackend
         return TransformersBackend(config.model, gguf_file=config.gguf_file, device=config.device)
     if config.backend == "openai":
         import os
 
-        from data_gen.backends.openai_backend import OpenAIBackend
+        from colmed.data_gen.backends.openai_backend import OpenAIBackend
         return OpenAIBackend(config.base_url or "https://api.openai.com/v1", config.model,
                              api_key=os.environ.get(config.api_key_env), concurrency=config.concurrency,
                              timeout=config.request_timeout)
-    from data_gen.backends.vllm_backend import VLLMBackend
+    from colmed.data_gen.backends.vllm_backend import VLLMBackend
     return VLLMBackend(config.model, tensor_parallel_size=config.tensor_parallel_size)

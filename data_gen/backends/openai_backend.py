@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from data_gen.backends.base import Completion
+from colmed.data_gen.backends.base import Completion
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_gen.backends.base import Completion
+from colmed.data_gen.backends.base import Completion
 
 
 class TransformersBackend:

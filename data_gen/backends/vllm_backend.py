@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from data_gen.backends.base import Completion
+from colmed.data_gen.backends.base import Completion
 
 
 class VLLMBackend:
@@ -22,7 +22,7 @@ class VLLMBackend:
         try:
             from vllm import LLM
         except ImportError:
-            from colmed.errors import ColmedError
+            from colmed.core.errors import ColmedError
             raise ColmedError("the vllm backend needs vLLM: pip install 'colmed[vllm]' (GPU machines)") from None
         self.llm = LLM(model=model, tensor_parallel_size=tensor_parallel_size, **llm_kwargs)
 

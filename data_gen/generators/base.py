@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from data_gen.notes import Passage, stable_fraction
+from colmed.data_gen.notes import Passage, stable_fraction
 
 
 @dataclass

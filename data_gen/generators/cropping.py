@@ -4,7 +4,7 @@ No model needed; like inverse cloze it is a weaker signal than LLM queries (span
 it is a real, documented unsupervised pre-training recipe.
 
 Example:
-    >>> from data_gen.notes import Passage
+    >>> from colmed.data_gen.notes import Passage
     >>> words = " ".join(f"w{i}" for i in range(100))
     >>> gen = IndependentCroppingGenerator(seed=3)
     >>> q = gen.generate([Passage("n1#0", "n1", words)]).queries[0]
@@ -14,8 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from data_gen.generators.base import GeneratedQuery, GenerationResult, passage_rng
-from data_gen.notes import Passage
+from colmed.data_gen.generators.base import GeneratedQuery, GenerationResult, passage_rng
+from colmed.data_gen.notes import Passage
 
 
 class IndependentCroppingGenerator:

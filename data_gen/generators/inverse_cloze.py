@@ -4,7 +4,7 @@ No model needed, so it runs on any machine, but it is a weaker signal than LLM q
 prose lifted from the note, not what a clinician would type.
 
 Example:
-    >>> from data_gen.notes import Passage
+    >>> from colmed.data_gen.notes import Passage
     >>> text = ("Patient reports chest pain on exertion. ECG shows ST depression in V4 to V6. "
     ...         "Troponin was negative twice. Started on aspirin and a beta blocker.")
     >>> gen = InverseClozeGenerator(queries_per_passage=1, keep_sentence_prob=0.0, seed=1)
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 
-from data_gen.generators.base import GeneratedQuery, GenerationResult, passage_rng
-from data_gen.notes import Passage, split_sentences
+from colmed.data_gen.generators.base import GeneratedQuery, GenerationResult, passage_rng
+from colmed.data_gen.notes import Passage, split_sentences
 
 
 # "OBJECTIVE:", "HISTORY OF PRESENT ILLNESS:": section labels are layout, not something a searcher types.

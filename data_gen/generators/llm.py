@@ -2,14 +2,14 @@
 
 For each passage the template asks for ``queries_per_passage`` queries whose types rotate through the
 template's mix (MedEmbed: keyword, question, treatment), starting at a per-passage offset so the mix
-stays balanced at one query per passage. A reply that fails :func:`~data_gen.parsing.parse_queries`
+stays balanced at one query per passage. A reply that fails :func:`~colmed.data_gen.parsing.parse_queries`
 is asked again (a new seed) up to ``max_retries`` times; then it is recorded as a reject (note id,
 passage id, raw text, error) and the run goes on.
 
 Example:
-    >>> from data_gen.notes import Passage
-    >>> from data_gen.prompts import load_prompt_template
-    >>> from data_gen.backends.base import Completion
+    >>> from colmed.data_gen.notes import Passage
+    >>> from colmed.data_gen.prompts import load_prompt_template
+    >>> from colmed.data_gen.backends.base import Completion
     >>> class Echo:  # a stand-in backend that always answers the same JSON
     ...     name, supports_prefill = "echo", False
     ...     def generate(self, conversations, **kw):
@@ -23,14 +23,14 @@ Example:
 
 from __future__ import annotations
 
-from data_gen.generators.base import GeneratedQuery, GenerationResult, passage_rng
-from data_gen.notes import Passage
-from data_gen.parsing import LLMOutputError, parse_queries
-from data_gen.prompts import PromptTemplate
+from colmed.data_gen.generators.base import GeneratedQuery, GenerationResult, passage_rng
+from colmed.data_gen.notes import Passage
+from colmed.data_gen.parsing import LLMOutputError, parse_queries
+from colmed.data_gen.prompts import PromptTemplate
 
 
 class LLMQueryGenerator:
-    """Queries from any :class:`~data_gen.backends.base.LLMBackend`."""
+    """Queries from any :class:`~colmed.data_gen.backends.base.LLMBackend`."""
 
     name = "llm"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from colmed.errors import InputError
+from colmed.core.errors import InputError
 
 DEFAULT_TEMPLATE = Path(__file__).with_name("medembed.yaml")
 BUNDLED = tuple(sorted(p.stem for p in DEFAULT_TEMPLATE.parent.glob("*.yaml")))  # names --prompts accepts

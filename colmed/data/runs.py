@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from colmed.errors import InputError
-from colmed.io import atomic_write
+from colmed.core.errors import InputError
+from colmed.core.io import atomic_write
 
 Run = dict[str, dict[str, float]]
 

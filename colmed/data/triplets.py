@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from colmed.errors import InputError
-from colmed.io import read_jsonl, write_jsonl
+from colmed.core.errors import InputError
+from colmed.core.io import read_jsonl, write_jsonl
 
 
 @dataclass

@@ -4,7 +4,7 @@ A BEIR folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.j
 and ``qrels/<split>.tsv`` (header ``query-id corpus-id score``). All ids are strings.
 
 Example:
-    >>> from eval.data import load_dataset
+    >>> from colmed.data.datasets import load_dataset
     >>> ds = load_dataset("../shared/beir/nfcorpus", split="test")   # doctest: +SKIP
     >>> len(ds.corpus), len(ds.queries)                               # doctest: +SKIP
     (3633, 323)
@@ -18,8 +18,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from colmed.errors import InputError
-from colmed.io import read_jsonl, sha256_file
+from colmed.core.errors import InputError
+from colmed.core.io import read_jsonl, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -235,13 +235,13 @@ def load_hub_dataset(name: str, split: str = "test", revision: str | None = None
 def load_dataset(name_or_path: str | Path, split: str = "test", require_corpus: bool = True) -> RetrievalDataset:
     """Load from a local BEIR folder when ``name_or_path`` exists on disk, else from the hub.
 
-    A registered short name (``nfcorpus``, ``arguana`` ...) is resolved through :mod:`eval.registry`.
+    A registered short name (``nfcorpus``, ``arguana`` ...) is resolved through :mod:`colmed.data.registry`.
     """
     p = Path(name_or_path)
     if p.exists():
-        from eval.registry import canonical_name
+        from colmed.data.registry import canonical_name
         return load_beir_folder(p, split=split, name=canonical_name(p.name), require_corpus=require_corpus)
-    from eval.registry import BENCHMARKS
+    from colmed.data.registry import BENCHMARKS
     spec = BENCHMARKS.get(str(name_or_path))
     hub = spec.hub_name if spec else str(name_or_path)
     if "/" not in hub:

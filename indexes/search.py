@@ -5,7 +5,7 @@ settings), the query source, split and hash, and ``k``. :mod:`eval` uses it to r
 made under different protocols.
 
 Example:
-    >>> from indexes.bm25 import BM25Index
+    >>> from colmed.indexes.bm25 import BM25Index
     >>> import tempfile, pathlib
     >>> idx = BM25Index.build(["d1", "d2"], ["aspirin fever", "insulin diabetes"], show_progress=False)
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "run.trec"
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from colmed.io import write_json
-from eval.runs import write_trec
-from indexes.base import IndexManifest, Retriever
+from colmed.core.io import write_json
+from colmed.data.runs import write_trec
+from colmed.indexes.base import IndexManifest, Retriever
 
 
 def search_queries(retriever: Retriever, queries: Mapping[str, str], k: int = 100, batch_size: int = 64,
@@ -42,7 +42,7 @@ def search_queries(retriever: Retriever, queries: Mapping[str, str], k: int = 10
 
 def load_queries(source: str | Path, split: str = "test") -> tuple[dict[str, str], dict]:
     """Queries from a ``queries.jsonl`` file or the judged queries of a BEIR folder / hub dataset."""
-    from eval.data import load_dataset, read_queries
+    from colmed.data.datasets import load_dataset, read_queries
 
     p = Path(source)
     if p.is_file():
@@ -73,7 +73,7 @@ def write_run(run: Mapping[str, Mapping[str, float]], manifest: IndexManifest, q
               extra: dict | None = None) -> None:
     """Write ``out`` (TREC) and its protocol sidecar ``out.json``; the sidecar is written last, so a run
     file with a sidecar is always complete."""
-    from eval.protocol import queries_hash
+    from colmed.eval.protocol import queries_hash
 
     write_trec(out, run, tag=tag or Path(out).stem)
     write_json(str(out) + ".json", {

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from colmed.errors import IndexExistsError, InputError
+from colmed.core.errors import IndexExistsError, InputError
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""PLAID (ColBERTv2) indexes behind colmed's shared :class:`~indexes.base.Retriever` interface.
+"""PLAID (ColBERTv2) indexes behind colmed's shared :class:`~colmed.indexes.base.Retriever` interface.
 
 An index directory written by ``build_index("colbert", ...)`` holds::
 
@@ -10,8 +10,8 @@ Search settings follow colbert-ai's defaults for the requested ``k`` unless give
 (``ncells``, ``ndocs``, ``centroid_score_threshold``); they are passed on every call.
 
 Example:
-    >>> from indexes.base import build_index, load_index
-    >>> from eval.data import load_dataset
+    >>> from colmed.indexes.base import build_index, load_index
+    >>> from colmed.data.datasets import load_dataset
     >>> ds = load_dataset("../shared/beir/nfcorpus")                                  # doctest: +SKIP
     >>> build_index("colbert", ds, "runs/nfcorpus-plaid", model="runs/colbert-minilm",
     ...             nbits=2, doc_maxlen=300)                                          # doctest: +SKIP
@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from colmed.errors import InputError
-from indexes.base import IndexManifest, Results, read_docs, write_docs
+from colmed.core.errors import InputError
+from colmed.indexes.base import IndexManifest, Results, read_docs, write_docs
 
 PLAID_SUBDIR = "plaid"
 
@@ -52,7 +52,7 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
                       reuse_sample_encodings: bool = True, recall_sample: int = 50, **extra) -> IndexManifest:
     """Encode ``dataset.corpus`` with the ColBERT checkpoint ``model`` into a PLAID index in ``out_dir``.
 
-    Called by :func:`indexes.base.build_index`, which owns ``out_dir`` (a temp dir renamed on success) and
+    Called by :func:`colmed.indexes.base.build_index`, which owns ``out_dir`` (a temp dir renamed on success) and
     writes the manifest returned here. Documents are indexed as ``Document.full_text`` (title, then text).
     On corpora small enough that colbert-ai's k-means sample is the whole corpus, the sample's encodings
     are reused for the index (``reuse_sample_encodings``) instead of encoding every document twice.
@@ -100,7 +100,7 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
              "index_bytes": plaid_bytes, "bytes_per_token": round(plaid_bytes / max(1, num_embeddings), 2),
              "build_seconds": round(seconds, 2), "encoded_passages": info["encoded_passages"],
              "reused_sample_encodings": info["reused_sample_encodings"]}
-    from indexes.base import package_versions
+    from colmed.core.provenance import package_versions
 
     manifest = IndexManifest(kind="colbert", model=str(model), dims=int(info["dim"]), num_docs=len(doc_ids),
                              settings=settings, stats=stats, versions=package_versions())

@@ -9,11 +9,12 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
+import platform
 import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
-from colmed.io import sha256_file
+from colmed.core.io import sha256_file
 
 
 def git_sha(cwd: str | Path | None = None) -> str | None:
@@ -31,10 +32,22 @@ def git_sha(cwd: str | Path | None = None) -> str | None:
         return None
 
 
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of the packages that decide an index's or run's numbers."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("colmed", "torch", "transformers", "sentence-transformers", "faiss-cpu", "faiss-gpu",
+                "bm25s", "ranx", "colbert-ai", *extra):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def run_manifest(config: dict[str, Any], inputs: Iterable[str | Path] = (), **extra: Any) -> dict[str, Any]:
     """A manifest dict: config, package versions, git sha, sha256 of each input file, creation time."""
-    from indexes.base import package_versions
-
     return {"config": config, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "git_sha": git_sha(), "inputs": {str(p): sha256_file(p) for p in inputs if Path(p).is_file()},
             "versions": package_versions(), **extra}
