@@ -1,8 +1,28 @@
 """colmed: late-interaction and dense retrieval for medical and clinical search.
 
-Packages: ``data_gen`` (synthetic triplets), ``bi_encoder`` (dense models), ``colmed.colbert``
-(ColBERTv2 via colbert-ai), ``indexes`` (BM25, faiss, PLAID on disk), ``eval`` (ranx evaluation).
-The CLI is ``colmed`` (see :mod:`colmed.cli`).
+One namespace: ``colmed.core`` (errors, atomic I/O, provenance) → ``colmed.data`` (datasets, registry,
+runs, triplets) → ``colmed.indexes`` (BM25, faiss, PLAID), ``colmed.bi_encoder`` / ``colmed.colbert``
+(models and training), ``colmed.data_gen`` (synthetic triplets) → ``colmed.eval`` (ranx evaluation) →
+``colmed.benchmark`` / ``colmed.study`` → the ``colmed`` CLI. The functions below are the public API
+(see :mod:`colmed.api`); each CLI command is one of them.
 """
 
 __version__ = "0.1.0"
+
+from colmed.api import (  # noqa: E402  (the version must be importable without the API's imports)
+    SAMPLE_DATASET,
+    benchmark,
+    build_index,
+    compare,
+    evaluate,
+    fuse,
+    generate,
+    load_dataset,
+    load_index,
+    search,
+    train_colbert,
+    train_dense,
+)
+
+__all__ = ["SAMPLE_DATASET", "benchmark", "build_index", "compare", "evaluate", "fuse", "generate",
+           "load_dataset", "load_index", "search", "train_colbert", "train_dense", "__version__"]

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Mapping
 
 from colmed.core.errors import InputError, ProtocolMismatchError
+from colmed.data.datasets import queries_hash  # noqa: F401  (re-exported: sidecars name it)
 
 SHARED_FIELDS = ("split", "queries_hash", "qrels_hash", "k")
 PROMPT_FIELDS = ("query_prompt", "document_prompt")
@@ -48,11 +49,6 @@ METRIC_DEFINITIONS = {
 }
 SIGNIFICANCE_TESTS = {"student": "two-sided paired Student's t-test over queries (ranx)",
                       "fisher": "two-sided Fisher randomization test over queries (ranx)"}
-
-
-def queries_hash(queries: Mapping[str, str]) -> str:
-    """Content hash of a query set (ids and texts), independent of order."""
-    return hashlib.sha256(json.dumps(sorted(queries.items())).encode()).hexdigest()
 
 
 def read_sidecar(run_path: str | Path) -> dict | None:

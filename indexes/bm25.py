@@ -17,6 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
+from colmed.core.errors import InputError
 from colmed.indexes.base import IndexManifest, read_docs, write_docs
 
 
@@ -106,16 +107,27 @@ def _make_stemmer(name: str | None):
     return Stemmer.Stemmer(name)
 
 
-def build_bm25_index(dataset, out_dir: str | Path, **settings) -> IndexManifest:
-    """Builder for ``build_index("bm25", ...)``: index ``dataset.corpus`` into ``out_dir``."""
+def build_bm25_in_memory(dataset, **settings) -> tuple[BM25Index, IndexManifest]:
+    """Index ``dataset.corpus`` with bm25s in memory; returns the index and its manifest."""
     import time
 
-    settings = {k: v for k, v in settings.items() if k in BM25Settings.__dataclass_fields__ and v is not None}
+    unknown = sorted(set(settings) - set(BM25Settings.__dataclass_fields__))
+    if unknown:
+        raise InputError(f"unknown BM25 setting(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(BM25Settings.__dataclass_fields__)}", field=unknown[0])
+    settings = {k: v for k, v in settings.items() if v is not None}
     t0 = time.perf_counter()
     docs = list(dataset.corpus.values())
     index = BM25Index.build([d.doc_id for d in docs], [d.full_text for d in docs], [d.title for d in docs],
                             **settings)
+    manifest = IndexManifest(kind="bm25", model="bm25s", num_docs=len(docs), settings=asdict(index.settings),
+                             stats={"build_seconds": round(time.perf_counter() - t0, 3),
+                                    "vocab_size": len(index.retriever.vocab_dict)})
+    return index, manifest
+
+
+def build_bm25_index(dataset, out_dir: str | Path, **settings) -> IndexManifest:
+    """Builder for ``build_index("bm25", ...)``: :func:`build_bm25_in_memory`, then saved into ``out_dir``."""
+    index, manifest = build_bm25_in_memory(dataset, **settings)
     index.save(out_dir)
-    return IndexManifest(kind="bm25", model="bm25s", num_docs=len(docs), settings=asdict(index.settings),
-                         stats={"build_seconds": round(time.perf_counter() - t0, 3),
-                                "vocab_size": len(index.retriever.vocab_dict)})
+    return manifest

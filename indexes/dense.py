@@ -24,6 +24,7 @@ from typing import Mapping
 import numpy as np
 
 from colmed.core.errors import InputError
+from colmed.core.io import resolve_model_arg
 from colmed.indexes.base import IndexManifest, read_docs, write_docs
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
@@ -79,6 +80,13 @@ def _set_search_params(index, s: FaissSettings) -> None:
         ivf.nprobe = s.nprobe
 
 
+def to_cpu(index):
+    """A CPU copy of a GPU index (faiss writes CPU indexes only); a CPU index is returned as it is."""
+    import faiss
+
+    return faiss.index_gpu_to_cpu(index) if hasattr(index, "getDevice") else index
+
+
 def to_gpu_if_available(index):
     """Move a flat or IVF index to GPU 0 when faiss-gpu is installed and a GPU is visible."""
     import faiss
@@ -118,6 +126,13 @@ class DenseIndex:
         return {q: {self.doc_ids[i]: float(s) for i, s in zip(row_i, row_s) if i >= 0}
                 for q, row_i, row_s in zip(qids, ids.tolist(), scores.tolist())}
 
+    def save(self, index_dir: str | Path) -> None:
+        """Write ``faiss.index`` and ``docs.jsonl`` (the manifest is written by the caller)."""
+        import faiss
+
+        faiss.write_index(to_cpu(self.index), str(Path(index_dir) / "faiss.index"))
+        write_docs(index_dir, self.doc_ids, self.titles)
+
     @classmethod
     def load(cls, index_dir: str | Path, manifest: IndexManifest | None = None, device: str | None = None,
              batch_size: int = 32, **_) -> "DenseIndex":
@@ -126,21 +141,29 @@ class DenseIndex:
         from colmed.bi_encoder.encoder import DenseEncoder
 
         manifest = manifest or IndexManifest.read(index_dir)
-        index = faiss.read_index(str(Path(index_dir) / "faiss.index"))
+        if not manifest.model:
+            raise InputError("missing: a dense index names its model", path=Path(index_dir) / "manifest.json",
+                             field="model")
+        model = resolve_model_arg(manifest.model, path=Path(index_dir) / "manifest.json")
+        try:
+            index = faiss.read_index(str(Path(index_dir) / "faiss.index"))
+        except RuntimeError as e:  # faiss reports a damaged file as a C++ exception
+            raise InputError(f"faiss cannot read it ({str(e).strip().splitlines()[-1][:160]}); rebuild the index",
+                             path=Path(index_dir) / "faiss.index") from None
         known = set(FaissSettings.__dataclass_fields__)
         _set_search_params(index, FaissSettings(**{k: v for k, v in manifest.settings.items() if k in known}))
-        encoder = DenseEncoder(manifest.model, query_prompt=manifest.query_prompt or "",
+        encoder = DenseEncoder(model, query_prompt=manifest.query_prompt or "",
                                document_prompt=manifest.document_prompt or "", device=device,
                                batch_size=batch_size, max_seq_length=manifest.settings.get("max_seq_length"))
         doc_ids, titles = read_docs(index_dir)
         return cls(to_gpu_if_available(index), doc_ids, encoder, titles)
 
 
-def build_dense_index(dataset, out_dir: str | Path, model: str | None = None, index_type: str = "flat",
-                      query_prompt: str | None = None, document_prompt: str | None = None,
-                      batch_size: int = 32, device: str | None = None, max_seq_length: int | None = None,
-                      recall_sample: int = 200, **settings) -> IndexManifest:
-    """Builder for ``build_index("dense", ...)``: encode ``dataset.corpus`` and store a faiss index."""
+def build_dense_in_memory(dataset, model: str | None = None, index_type: str = "flat",
+                          query_prompt: str | None = None, document_prompt: str | None = None,
+                          batch_size: int = 32, device: str | None = None, max_seq_length: int | None = None,
+                          recall_sample: int = 200, **settings) -> tuple["DenseIndex", IndexManifest]:
+    """Encode ``dataset.corpus`` into a faiss index held in memory; returns the index and its manifest."""
     import faiss
 
     from colmed.bi_encoder.encoder import DenseEncoder
@@ -148,8 +171,12 @@ def build_dense_index(dataset, out_dir: str | Path, model: str | None = None, in
     if not model:
         raise InputError("a dense index needs --model (a hub name or a local sentence-transformers folder)",
                          field="model")
-    s = FaissSettings(index_type=index_type, **{k: v for k, v in settings.items()
-                                                if k in FaissSettings.__dataclass_fields__ and v is not None})
+    unknown = sorted(set(settings) - set(FaissSettings.__dataclass_fields__))
+    if unknown:
+        raise InputError(f"unknown dense setting(s) {', '.join(unknown)}; known: model, query_prompt, "
+                         f"document_prompt, batch_size, device, max_seq_length, recall_sample, "
+                         f"{', '.join(FaissSettings.__dataclass_fields__)}", field=unknown[0])
+    s = FaissSettings(index_type=index_type, **{k: v for k, v in settings.items() if v is not None})
     encoder = DenseEncoder(model, query_prompt, document_prompt, device=device, batch_size=batch_size,
                            max_seq_length=max_seq_length)
     docs = list(dataset.corpus.values())
@@ -169,11 +196,17 @@ def build_dense_index(dataset, out_dir: str | Path, model: str | None = None, in
         exact.add(vectors)
         stats["ann_recall@10"] = round(ann_recall(index, exact, probe, min(10, len(docs))), 4)
         stats["ann_recall_queries"] = len(probe)
-    faiss.write_index(index, str(Path(out_dir) / "faiss.index"))
-    write_docs(out_dir, [d.doc_id for d in docs], [d.title for d in docs])
     settings_out = asdict(s)
     settings_out["max_seq_length"] = encoder.model.max_seq_length
     settings_out["normalized"] = True
-    return IndexManifest(kind="dense", model=str(model), dims=encoder.dims, num_docs=len(docs),
-                         settings=settings_out, query_prompt=encoder.query_prompt,
-                         document_prompt=encoder.document_prompt, stats=stats)
+    manifest = IndexManifest(kind="dense", model=str(model), dims=encoder.dims, num_docs=len(docs),
+                             settings=settings_out, query_prompt=encoder.query_prompt,
+                             document_prompt=encoder.document_prompt, stats=stats)
+    return DenseIndex(index, [d.doc_id for d in docs], encoder, [d.title for d in docs]), manifest
+
+
+def build_dense_index(dataset, out_dir: str | Path, **options) -> IndexManifest:
+    """Builder for ``build_index("dense", ...)``: :func:`build_dense_in_memory`, then saved into ``out_dir``."""
+    index, manifest = build_dense_in_memory(dataset, **options)
+    index.save(out_dir)
+    return manifest

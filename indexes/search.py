@@ -30,6 +30,7 @@ def search_queries(retriever: Retriever, queries: Mapping[str, str], k: int = 10
     """Search ``queries`` in batches (with an optional progress bar) and merge the results."""
     from tqdm.auto import tqdm
 
+    check_search_args(queries, k, batch_size)
     qids = list(queries)
     run: dict[str, dict[str, float]] = {}
     with tqdm(total=len(qids), desc="searching", unit="q", disable=not progress) as bar:
@@ -40,8 +41,35 @@ def search_queries(retriever: Retriever, queries: Mapping[str, str], k: int = 10
     return run
 
 
+def check_search_args(queries: Mapping[str, str] | None, k: int, batch_size: int = 1,
+                      field: str = "text") -> None:
+    """Refuse a search that could return nothing useful: ``k`` or ``batch_size`` below 1, no queries, or
+    an empty query text (``field`` names where the queries came from). ``queries=None`` checks the numbers only.
+
+    Example:
+        >>> check_search_args({"q1": "fever"}, k=0)
+        Traceback (most recent call last):
+        ...
+        colmed.core.errors.InputError: field '--k': must be at least 1, got 0
+    """
+    from colmed.core.errors import InputError
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"must be at least 1, got {k!r}", field="--k")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"must be at least 1, got {batch_size!r}", field="--batch-size")
+    if queries is None:
+        return
+    if not queries:
+        raise InputError("no queries to search", field="--queries")
+    for qid, text in queries.items():
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"query {qid!r} is empty" if field == "text" else "is empty", field=field)
+
+
 def load_queries(source: str | Path, split: str = "test") -> tuple[dict[str, str], dict]:
     """Queries from a ``queries.jsonl`` file or the judged queries of a BEIR folder / hub dataset."""
+    from colmed.core.errors import InputError
     from colmed.data.datasets import load_dataset, read_queries
 
     p = Path(source)
@@ -49,6 +77,10 @@ def load_queries(source: str | Path, split: str = "test") -> tuple[dict[str, str
         queries = read_queries(p)
         return queries, {"queries_source": str(p.resolve()), "split": None}
     ds = load_dataset(source, split=split, require_corpus=False)
+    if not ds.qrels:
+        # Its queries would be searched and the run labelled with a split nothing judges.
+        raise InputError(f"no qrels/{split}.tsv: split {split!r} has no judgements; pass --split with one it "
+                         "has, or a queries.jsonl file to search unjudged queries", path=source, field="--split")
     return ds.queries, {"queries_source": ds.source, "dataset": ds.name, "dataset_fingerprint": ds.fingerprint,
                         "split": split, "qrels_hash": ds.qrels_hash}
 
@@ -73,7 +105,7 @@ def write_run(run: Mapping[str, Mapping[str, float]], manifest: IndexManifest, q
               extra: dict | None = None) -> None:
     """Write ``out`` (TREC) and its protocol sidecar ``out.json``; the sidecar is written last, so a run
     file with a sidecar is always complete."""
-    from colmed.eval.protocol import queries_hash
+    from colmed.data.datasets import queries_hash
 
     write_trec(out, run, tag=tag or Path(out).stem)
     write_json(str(out) + ".json", {

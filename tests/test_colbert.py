@@ -28,7 +28,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def test_compat_lets_colbert_ai_load_a_bert_under_transformers_5(tiny_bert_dir):
-    from colmed.colbert.compat import _needs_post_init, apply_compat
+    from colmed.colbert.adapter import _needs_post_init, apply_compat
 
     if not _needs_post_init():
         pytest.skip("this transformers does not need the post_init() fix")
@@ -51,7 +51,7 @@ def test_compat_lets_colbert_ai_load_a_bert_under_transformers_5(tiny_bert_dir):
 
 
 def test_single_process_ddp_passes_through_and_restores():
-    from colmed.colbert.compat import single_process_ddp
+    from colmed.colbert.adapter import single_process_ddp
 
     module = torch.nn.Linear(3, 2)
     with pytest.raises((RuntimeError, ValueError)):
@@ -67,7 +67,7 @@ def test_single_process_ddp_passes_through_and_restores():
 
 
 def test_colbert_metadata_works_in_a_git_repo_without_commits(tmp_path, monkeypatch):
-    from colmed.colbert.compat import apply_compat
+    from colmed.colbert.adapter import apply_compat
 
     apply_compat()
     if subprocess.run(["git", "init", "-q", str(tmp_path)], capture_output=True).returncode != 0:
@@ -81,7 +81,7 @@ def test_colbert_metadata_works_in_a_git_repo_without_commits(tmp_path, monkeypa
 
 
 def test_torch_extensions_dir_defaults_to_one_cache_and_respects_the_user(monkeypatch, tmp_path):
-    from colmed.colbert.compat import torch_extensions_dir
+    from colmed.colbert.adapter import torch_extensions_dir
 
     monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -7,7 +7,6 @@ Modules:
 * :mod:`colmed.indexes.plaid` — ``build_plaid_index`` / ``PlaidIndex``: the ``"colbert"`` kind of
   :func:`colmed.indexes.base.build_index` / :func:`colmed.indexes.base.load_index`.
 * :mod:`colmed.colbert.adapter` — every call into colbert-ai, in-process and in its own ``Run`` context.
-* :mod:`colmed.colbert.compat` — fixes for colbert-ai 0.2.22 on transformers 5 / CPU / one process.
 
 Example (CLI)::
 

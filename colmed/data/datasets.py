@@ -12,11 +12,12 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from colmed.core.errors import InputError
 from colmed.core.io import read_jsonl, sha256_file
@@ -83,6 +84,13 @@ class RetrievalDataset:
                                 list(self.warnings))
 
 
+
+def queries_hash(queries: Mapping[str, str]) -> str:
+    """Content hash of a query set (ids and texts), independent of order."""
+    import json
+
+    return hashlib.sha256(json.dumps(sorted(queries.items())).encode()).hexdigest()
+
 def read_corpus(path: str | Path) -> dict[str, Document]:
     """Read a BEIR ``corpus.jsonl``; duplicate or empty ids and an empty corpus are errors."""
     corpus: dict[str, Document] = {}
@@ -90,6 +98,7 @@ def read_corpus(path: str | Path) -> dict[str, Document]:
         doc_id = str(rec["_id"]).strip()
         if not doc_id:
             raise InputError("empty id", path=path, line=lineno, field="_id")
+        _check_id(doc_id, path, lineno)
         if doc_id in corpus:
             raise InputError(f"duplicate document id {doc_id!r}", path=path, line=lineno, field="_id")
         text = rec.get("text")
@@ -111,12 +120,23 @@ def read_queries(path: str | Path) -> dict[str, str]:
         qid = str(rec["_id"]).strip()
         if not qid:
             raise InputError("empty id", path=path, line=lineno, field="_id")
+        _check_id(qid, path, lineno)
         if qid in queries:
             raise InputError(f"duplicate query id {qid!r}", path=path, line=lineno, field="_id")
         if not isinstance(rec["text"], str):
             raise InputError("expected a string", path=path, line=lineno, field="text")
         queries[qid] = rec["text"]
+    if not queries:
+        raise InputError("no queries: the file is empty", path=path)
     return queries
+
+
+def _check_id(item_id: str, path, lineno: int) -> None:
+    # A TREC run is whitespace-separated: an id with a space would index fine and then make a run that
+    # no reader (compare, ranx, trec_eval) can read back.
+    if any(c.isspace() for c in item_id):
+        raise InputError(f"id {item_id!r} contains whitespace, which TREC runs cannot hold", path=path,
+                         line=lineno, field="_id")
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -125,11 +145,14 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise InputError("file not found", path=path)
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter="\t")
-        for lineno, row in enumerate(reader, start=1):
-            row = [c.strip() for c in row]
-            if not row or not any(row):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise InputError(f"not valid UTF-8 ({e.reason})", path=path, line=lineno) from None
+            row = [c.strip() for c in line.split("\t")]
+            if not any(row):
                 continue
             if lineno == 1 and row[0].lower() in ("query-id", "query_id", "qid"):
                 continue
@@ -139,9 +162,13 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
                 raise InputError(f"expected 3 tab-separated columns, got {len(row)}", path=path, line=lineno)
             qid, did, score = row
             try:
-                rel = int(float(score))
+                value = float(score)
             except ValueError:
                 raise InputError(f"not a number: {score!r}", path=path, line=lineno, field="score") from None
+            if not math.isfinite(value) or value != int(value):
+                raise InputError(f"not a whole-number relevance grade: {score!r}", path=path, line=lineno,
+                                 field="score")
+            rel = int(value)
             qrels.setdefault(qid, {})[did] = rel
     if not qrels:
         raise InputError("no relevance judgements", path=path)
@@ -220,6 +247,8 @@ def load_hub_dataset(name: str, split: str = "test", revision: str | None = None
     corpus = {str(r["_id"]): Document(str(r["_id"]), r.get("text") or "", r.get("title") or "")
               for r in corpus_rows}
     queries = {str(r["_id"]): r["text"] for r in query_rows}
+    for row, item_id in enumerate(list(corpus) + list(queries), start=1):
+        _check_id(item_id, name, row)
     qrels: dict[str, dict[str, int]] = {}
     for r in qrel_rows:
         qrels.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r["score"])
