@@ -120,53 +120,6 @@ def study_facts(out: Path) -> dict:
     }
 
 
-def _generate_stage(config: str, main: Path):
-    from colmed.stages import StageRunner
-    from colmed.study import StudyConfig, build_stages
-
-    cfg = StudyConfig.from_yaml(REPO / config)
-    cfg.out = str(main)
-    runner = StageRunner(build_stages(cfg))
-    return runner, runner.by_name["generate"]
-
-
-def save_generated(config: str, main: Path, dest: Path) -> None:
-    """Publish the finished generate stage (its output folder and marker) under ``dest``."""
-    runner, stage = _generate_stage(config, main)
-    if not runner.is_done(stage):
-        raise SystemExit(f"{runner.marker(stage)}: the generate stage has not finished; nothing to save")
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(stage.out_dir, tmp / "triplets")
-    shutil.copy2(runner.marker(stage), tmp / "triplets.stage.json")
-    tmp.rename(dest)
-
-
-def restore_generated(saved: Path, config: str, main: Path) -> str:
-    """Put a published generate stage in place so ``colmed study`` finds it done.
-
-    Only when the saved stage ran this config's ``colmed generate`` command on the same notes (its key,
-    recomputed with the interpreter path it was run with, matches); the marker then gets this
-    machine's key. Anything else is left to the study, which regenerates.
-    """
-    from colmed.core.io import write_json
-    from colmed.stages import Stage, StageRunner
-
-    runner, stage = _generate_stage(config, main)
-    if runner.is_done(stage):
-        return f"generate stage already done in {stage.out_dir}"
-    saved_marker = json.loads((saved / "triplets.stage.json").read_text(encoding="utf-8"))
-    as_saved = Stage(stage.name, [saved_marker["command"][0], *stage.command[1:]], stage.out_dir,
-                     inputs=stage.inputs)
-    if StageRunner([as_saved]).key(as_saved) != saved_marker.get("key"):
-        return f"{saved}: made by another command or other notes than this config plans; not restored"
-    dest = Path(stage.out_dir)
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(saved / "triplets", dest)
-    write_json(runner.marker(stage), {**saved_marker, "key": runner.key(stage), "restored_from": str(saved)})
-    return f"restored the generate stage from {saved} (generated {saved_marker.get('finished')})"
-
-
 def copy_report(study: Path, dest: Path) -> None:
     """The study's report, its images and its benchmark outputs (not the cache) under ``dest``."""
     if dest.exists():
@@ -186,7 +139,8 @@ def copy_report(study: Path, dest: Path) -> None:
 
 
 def main() -> None:
-    from colmed.study import StudyConfig, resolve_model
+    from colmed.core.provenance import git_sha
+    from colmed.study import StudyConfig, resolve_model, restore_generate_stage, save_generate_stage
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="bench/study_reference.yaml")
@@ -222,12 +176,14 @@ def main() -> None:
     log: list[dict] = []
     colmed = [sys.executable, "-m", "colmed.cli"]
     if args.run:
+        # The very config `colmed study` below runs: the published stage is restored only if it is this one's.
+        main_cfg = StudyConfig.from_yaml(REPO / args.config, [*args.study_set, f"out={args.main}"])
         if args.generated and Path(args.generated).is_dir():
-            print(restore_generated(Path(args.generated), args.config, Path(args.main)), flush=True)
+            print(restore_generate_stage(main_cfg, args.generated), flush=True)
         study_sets = sum((["--set", x] for x in args.study_set), [])
         sh([*colmed, "study", "--config", args.config, *study_sets, "--out", args.main], log)
         if args.generated and not Path(args.generated).is_dir():
-            save_generated(args.config, Path(args.main), Path(args.generated))
+            save_generate_stage(main_cfg, args.generated)
         sh([*colmed, "study", "--config", args.config, *study_sets, "--set",
             f"data.generator={args.ablation_generator}", "--out", args.ablation], log)
 
@@ -272,7 +228,7 @@ def main() -> None:
         shutil.copytree(Path(args.compare_out) / name, res_dir / "benchmarks" / name,
                         ignore=shutil.ignore_patterns("cache"))
 
-    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    git = git_sha(REPO) or "unknown"
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# CPU reference study: clinical notes → LLM queries → both families → medical suite", "",

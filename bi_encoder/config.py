@@ -7,26 +7,25 @@ not set; explicit values (YAML file or CLI flag) always win over the preset.
 Example:
     >>> cfg = BiEncoderTrainingConfig.from_preset("medembed", base_model="m", triplets="t", out="o")
     >>> cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.temperature, cfg.scale
-    (3, 32, 2e-05, 0.02, 50.0)
-    >>> cfg.query_max_length, cfg.passage_max_length
+    (3.0, 32, 2e-05, 0.02, 50.0)
+    >>> cfg.max_query_length, cfg.max_doc_length
     (128, 256)
+
+The hyperparameter names are the ones :class:`~colmed.colbert.training.ColbertTrainingConfig` uses too
+(``batch_size``, ``learning_rate``, ``epochs``, ``max_steps``, ``warmup_ratio``, ``max_query_length``,
+``max_doc_length``, ``seed``); ``colmed.bi_encoder.train`` maps them to sentence-transformers' own.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-
+from colmed.core import config
 from colmed.core.errors import InputError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-
-LOSSES = ("mnrl", "cached_mnrl")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -50,16 +49,16 @@ class BiEncoderTrainingConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     temperature: float = 0.05
-    loss: str = "mnrl"
+    loss: Literal["mnrl", "cached_mnrl"] = "mnrl"
     mini_batch_size: int = 32
     num_negatives: int = 1
     matryoshka_dims: list[int] | None = None
-    query_max_length: int = 128
-    passage_max_length: int = 256
+    max_query_length: int = 128
+    max_doc_length: int = 256
     query_prompt: str | None = None
     document_prompt: str | None = None
     seed: int = 42
-    precision: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     dev: str | None = "triplets"
     dev_split: str = "dev"
     dev_max_queries: int | None = 500
@@ -73,20 +72,20 @@ class BiEncoderTrainingConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise InputError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}", field="loss")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}",
-                             field="precision")
+        config.check_types(self)
         if not self.temperature > 0:
             raise InputError(f"must be > 0, got {self.temperature}", field="temperature")
-        for name in ("batch_size", "mini_batch_size", "query_max_length", "passage_max_length"):
+        for name in ("batch_size", "mini_batch_size", "max_query_length", "max_doc_length"):
             if getattr(self, name) < 1:
                 raise InputError(f"must be >= 1, got {getattr(self, name)}", field=name)
         if self.num_negatives < 0:
             raise InputError(f"must be >= 0, got {self.num_negatives}", field="num_negatives")
+        if not 0 <= self.warmup_ratio < 1:
+            raise InputError(f"must be in [0, 1), got {self.warmup_ratio}", field="warmup_ratio")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise InputError(f"must be >= 1, or -1 to train for `epochs`, got {self.max_steps}", field="max_steps")
         if self.matryoshka_dims is not None:
-            self.matryoshka_dims = sorted({int(d) for d in self.matryoshka_dims}, reverse=True)
+            self.matryoshka_dims = sorted(set(self.matryoshka_dims), reverse=True)
 
     @property
     def scale(self) -> float:
@@ -102,30 +101,27 @@ class BiEncoderTrainingConfig:
         return out.with_name(out.name + ".checkpoints")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return config.to_dict(self)
 
     @classmethod
     def field_names(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls)}
+        return set(config.field_names(cls))
+
+    @classmethod
+    def config_defaults(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The fields of the preset ``values`` names, if any: they fill what ``values`` leaves unset."""
+        return load_preset(values["preset"]) if values.get("preset") else {}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], path: str | Path | None = None) -> "BiEncoderTrainingConfig":
-        """Build a config from ``values``; a preset named in ``values["preset"]`` fills unset fields."""
-        unknown = sorted(set(values) - cls.field_names())
-        if unknown:
-            raise InputError(f"unknown setting(s): {', '.join(unknown)}", path=path, field=unknown[0])
-        merged: dict[str, Any] = {}
-        if values.get("preset"):
-            merged.update(load_preset(values["preset"]))
-        merged.update(values)
-        return cls(**merged)
+        """Build a config from ``values`` (types checked); a preset named in ``values["preset"]`` fills unset fields."""
+        return config.from_dict(cls, values, path=path)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> "BiEncoderTrainingConfig":
-        """Read a YAML mapping of fields; ``overrides`` (e.g. the CLI flags that were given) win."""
-        values = _read_yaml_mapping(path)
-        values.update(overrides)
-        return cls.from_dict(values, path=path)
+    def from_yaml(cls, path: str | Path, overrides: config.Overrides = ()) -> "BiEncoderTrainingConfig":
+        """Read a YAML mapping of fields; ``overrides`` (``"key=value"`` strings or a mapping, e.g. the CLI
+        flags that were given) win over the file, and the file over a preset it names."""
+        return config.from_yaml(cls, path, overrides)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "BiEncoderTrainingConfig":
@@ -137,19 +133,15 @@ def available_presets() -> list[str]:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    """The field values of a named preset (``bi_encoder/presets/<name>.yaml``)."""
+    """The field values of a named preset (``bi_encoder/presets/<name>.yaml``), types checked."""
+    from colmed.core.io import read_yaml_mapping
+
     path = PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
         raise InputError(f"unknown preset {name!r}; available: {', '.join(available_presets()) or 'none'}",
                          field="preset")
-    values = _read_yaml_mapping(path)
-    unknown = sorted(set(values) - BiEncoderTrainingConfig.field_names())
-    if unknown:
-        raise InputError(f"unknown setting(s): {', '.join(unknown)}", path=path, field=unknown[0])
+    values = read_yaml_mapping(path)
+    if values.get("preset"):
+        raise InputError("a preset cannot name another preset", path=path, field="preset")
+    config.from_dict(BiEncoderTrainingConfig, values, path=path)  # unknown keys and wrong types name the preset
     return values
-
-
-def _read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    from colmed.core.io import read_yaml_mapping
-
-    return read_yaml_mapping(path)

@@ -18,7 +18,8 @@ Multi-GPU: run the same command under torchrun, e.g.
 ``torchrun --nproc_per_node 4 -m colmed.cli train bi-encoder --triplets T --base B --out O``; the trainer
 shards batches and the loss gathers embeddings across devices so in-batch negatives span all GPUs.
 
-Example:
+Example (not run as a doctest: training takes minutes and the base model is a hub download;
+``tests/test_bi_encoder_train.py`` trains a tiny model end to end):
     >>> from colmed.bi_encoder.config import BiEncoderTrainingConfig
     >>> cfg = BiEncoderTrainingConfig(base_model="sentence-transformers/all-MiniLM-L6-v2",
     ...                               triplets="runs/nfcorpus-triplets", out="runs/minilm-nfcorpus")
@@ -28,12 +29,10 @@ Example:
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +74,7 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
     ``callbacks`` are extra :class:`transformers.TrainerCallback` objects handed to the trainer.
     """
     import torch
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                       SentenceTransformerTrainingArguments)
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from transformers.trainer_utils import get_last_checkpoint
 
     from colmed.bi_encoder.prompts import resolve_prompts
@@ -110,14 +107,14 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
     # Training may cut passages shorter than the model reads them at inference (cheaper steps); the saved
     # model keeps the base model's own limit so indexing encodes documents exactly as the base did.
     inference_max_seq_length = model.max_seq_length
-    model.max_seq_length = config.passage_max_length
+    model.max_seq_length = config.max_doc_length
     model.model_card_data.local_files_only = True  # no hub look-ups while writing the card
     model.model_card_data.train_datasets = [{"name": f"colmed triplets ({Path(config.triplets).name})"}]
 
     train = data.train
-    if config.query_max_length < config.passage_max_length:
+    if config.max_query_length < config.max_doc_length:
         train = train.map(lambda batch: {"anchor": truncate_to_tokens(batch["anchor"], model.tokenizer,
-                                                                      config.query_max_length)},
+                                                                      config.max_query_length)},
                           batched=True, desc="truncating queries")
 
     loss = _build_loss(model, config)
@@ -132,37 +129,9 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
 
     precision = _resolve_precision(config.precision, torch)
     column_prompts = {c: (query_prompt if c == "anchor" else document_prompt) for c in train.column_names}
-    steps_per_epoch = max(1, len(train) // _world_size() // config.batch_size)
-    eval_every = config.eval_steps or steps_per_epoch
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
-        prompts=column_prompts if any(column_prompts.values()) else None,
-        eval_strategy="steps" if evaluator is not None else "no",
-        eval_steps=eval_every,
-        save_strategy="steps",
-        save_steps=eval_every,
-        save_total_limit=config.save_total_limit,
-        load_best_model_at_end=evaluator is not None,
-        metric_for_best_model=f"eval_{dev_name}_{evaluator.metrics[0]}" if evaluator is not None else None,
-        greater_is_better=True,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        report_to="none",
-        dataloader_num_workers=config.dataloader_workers,
-        ddp_find_unused_parameters=False,
-    )
+    args = training_arguments(config, ckpt_dir, num_rows=len(train), precision=precision,
+                              prompts=column_prompts if any(column_prompts.values()) else None,
+                              best_metric=f"eval_{dev_name}_{evaluator.metrics[0]}" if evaluator is not None else None)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
                                          evaluator=evaluator, callbacks=callbacks)
     started = time.perf_counter()
@@ -186,6 +155,70 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
         if not config.keep_checkpoints:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     return result
+
+
+def training_arguments(config: BiEncoderTrainingConfig, output_dir: Path, num_rows: int, precision: str = "fp32",
+                       prompts: dict[str, str] | None = None, best_metric: str | None = None):
+    """colmed's trainer vocabulary mapped onto sentence-transformers' ``TrainingArguments``.
+
+    ``best_metric`` (the logged dev metric) turns on evaluation, checkpointing and keeping the best
+    checkpoint every ``eval_steps`` (0: once per epoch of ``num_rows`` training rows).
+
+    Example:
+        >>> from colmed.bi_encoder.config import BiEncoderTrainingConfig
+        >>> cfg = BiEncoderTrainingConfig(batch_size=8, learning_rate=1e-4, warmup_ratio=0.25, max_steps=40)
+        >>> args = training_arguments(cfg, Path("runs/unused"), num_rows=100)
+        >>> args.get_warmup_steps(40), args.per_device_train_batch_size, args.learning_rate
+        (10, 8, 0.0001)
+    """
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    steps_per_epoch = max(1, num_rows // _world_size() // config.batch_size)
+    eval_every = config.eval_steps or steps_per_epoch
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        **_warmup_argument(config.warmup_ratio),
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        prompts=prompts,
+        eval_strategy="steps" if best_metric else "no",
+        eval_steps=eval_every,
+        save_strategy="steps",
+        save_steps=eval_every,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=best_metric is not None,
+        metric_for_best_model=best_metric,
+        greater_is_better=True,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        dataloader_num_workers=config.dataloader_workers,
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _warmup_argument(ratio: float) -> dict[str, float]:
+    """``warmup_ratio`` in the spelling the installed transformers reads as a fraction of all steps.
+
+    transformers 5 takes the ratio as a float ``warmup_steps`` (``warmup_ratio`` is deprecated there);
+    transformers 4 reads a float ``warmup_steps`` as that many steps (0.1: no warmup at all) and needs
+    ``warmup_ratio``.
+    """
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"warmup_steps": ratio}
+    return {"warmup_ratio": ratio}
 
 
 def _prepare_checkpoint_dir(ckpt_dir: Path, config: BiEncoderTrainingConfig, resume: bool, overwrite: bool,
@@ -285,41 +318,30 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def git_sha() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _save_model(model, config: BiEncoderTrainingConfig, data: TripletTrainingData, result: TrainingResult,
                 precision: str, overwrite: bool, dev_source: dict[str, Any]) -> None:
     """Write the finished model atomically: a complete directory appears at ``out`` or nothing does."""
-    from colmed.core.provenance import package_versions
+    from colmed.core.provenance import run_manifest
 
-    manifest = {
-        "kind": "colmed-bi-encoder",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "base_model": config.base_model,
-        "config": config.to_dict(),
-        "loss": {"name": config.loss, "scale": config.scale, "temperature": config.temperature,
-                 "matryoshka_dims": config.matryoshka_dims},
-        "precision": precision,
-        "max_seq_length": {"training_passages": config.passage_max_length,
-                           "training_queries": config.query_max_length, "inference": model.max_seq_length},
-        "world_size": _world_size(),
-        "prompts": {"query": model.prompts.get("query", ""), "document": model.prompts.get("document", "")},
-        "data": {**data.source, "stats": data.stats},
-        "dev": dev_source,
-        "metrics": {"base_dev": result.base_dev_metrics, "best_dev": result.best_dev_metric,
-                    "best_checkpoint": Path(result.best_checkpoint).name if result.best_checkpoint else None,
-                    "dev_history": [h for h in result.log_history if any(k.startswith("eval_") for k in h)]},
-        "train_seconds": round(result.train_seconds, 1),
-        "global_steps": result.global_steps,
-        "versions": package_versions(("datasets", "accelerate")),
-        "git_sha": git_sha(),
-    }
+    manifest = run_manifest(
+        config.to_dict(), packages=("datasets", "accelerate"),
+        kind="colmed-bi-encoder",
+        base_model=config.base_model,
+        loss={"name": config.loss, "scale": config.scale, "temperature": config.temperature,
+              "matryoshka_dims": config.matryoshka_dims},
+        precision=precision,
+        max_seq_length={"training_documents": config.max_doc_length,
+                        "training_queries": config.max_query_length, "inference": model.max_seq_length},
+        world_size=_world_size(),
+        prompts={"query": model.prompts.get("query", ""), "document": model.prompts.get("document", "")},
+        data={**data.source, "stats": data.stats},
+        dev=dev_source,
+        metrics={"base_dev": result.base_dev_metrics, "best_dev": result.best_dev_metric,
+                 "best_checkpoint": Path(result.best_checkpoint).name if result.best_checkpoint else None,
+                 "dev_history": [h for h in result.log_history if any(k.startswith("eval_") for k in h)]},
+        train_seconds=round(result.train_seconds, 1),
+        global_steps=result.global_steps,
+    )
     with atomic_directory(config.out, overwrite=overwrite) as tmp:
         model.save(str(tmp))
         write_json(tmp / "manifest.json", manifest)
@@ -332,7 +354,7 @@ def _colmed_card_section(manifest: dict[str, Any]) -> str:
     cfg = manifest["config"]
     base_dev = manifest["metrics"]["base_dev"]
     hyper = ["epochs", "max_steps", "batch_size", "learning_rate", "warmup_ratio", "weight_decay", "temperature",
-             "loss", "num_negatives", "matryoshka_dims", "query_max_length", "passage_max_length", "seed"]
+             "loss", "num_negatives", "matryoshka_dims", "max_query_length", "max_doc_length", "seed"]
     lines = [
         "## colmed training",
         "",

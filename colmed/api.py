@@ -90,16 +90,7 @@ def evaluate(dataset, run: Mapping[str, Mapping[str, float]], metrics=None, *,
 
     dataset = _as_dataset(dataset)
     return evaluate_run(dataset, run, tuple(metrics or DEFAULT_METRICS), per_query=per_query,
-                        exclude_self=_self_hits(dataset, exclude_self_hits))
-
-
-def _self_hits(dataset, requested: bool | None) -> bool:
-    if requested is not None:
-        return requested
-    from colmed.data.registry import BENCHMARKS, canonical_name
-
-    spec = BENCHMARKS.get(canonical_name(getattr(dataset, "name", "") or ""))
-    return bool(spec and spec.exclude_self_hits)
+                        exclude_self_hits=exclude_self_hits)
 
 
 def compare(dataset, runs: Mapping[str, Mapping[str, Mapping[str, float]]], metrics=None, *,
@@ -110,7 +101,7 @@ def compare(dataset, runs: Mapping[str, Mapping[str, Mapping[str, float]]], metr
 
     dataset = _as_dataset(dataset)
     return compare_runs(dataset, runs, tuple(metrics or DEFAULT_METRICS), stat_test=stat_test, max_p=max_p,
-                        fuse=fuse, exclude_self=_self_hits(dataset, exclude_self_hits), dataset_name=dataset.name)
+                        fuse=fuse, exclude_self_hits=exclude_self_hits, dataset_name=dataset.name)
 
 
 def fuse(runs: list[Mapping[str, Mapping[str, float]]], method: str = "rrf", norm: str | None = None) -> Run:
@@ -155,15 +146,14 @@ def train_colbert(config=None, *, overwrite: bool = False, **settings):
 
 
 def _config(cls, config, settings):
-    from dataclasses import replace
+    """A config of ``cls`` from a YAML path, an instance or nothing, with ``settings`` on top, checked by type."""
+    from colmed.core.config import from_dict, from_yaml, to_dict
 
     if isinstance(config, (str, Path)):
-        from colmed.core.config import from_yaml
-
-        return from_yaml(cls, config, [f"{k}={v}" for k, v in settings.items()])
+        return from_yaml(cls, config, settings)
     if config is None:
-        return cls(**settings)
-    return replace(config, **settings) if settings else config
+        return from_dict(cls, settings)
+    return from_dict(cls, {**to_dict(config), **settings}) if settings else config
 
 
 def benchmark(config=None, **settings):

@@ -81,10 +81,22 @@ def train():
     "generate": ("colmed.commands.generate:command", "Generate synthetic triplets from clinical notes."),
     "benchmark": ("colmed.commands.benchmark:command", "Run retrievers over a benchmark suite."),
     "study": ("colmed.commands.study:command", "Notes -> triplets -> both families trained -> report."),
+    "serve": ("colmed.commands.serve:command", "Serve indexes over HTTP (FastAPI): search, fusion, manifests."),
 })
+@click.option("-q", "--quiet", is_flag=True, help="Results and errors only: no status lines, no progress bars.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Progress bars even when output goes to a file, and libraries' info messages.")
 @click.version_option(package_name="colmed")
-def main():
-    """colmed: late-interaction and dense retrieval for medical search."""
+def main(quiet, verbose):
+    """colmed: late-interaction and dense retrieval for medical search.
+
+    Progress bars show on a terminal only; logs get one line per step and tables that do not wrap.
+    """
+    from colmed.commands._common import set_verbosity
+
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose exclude each other")
+    set_verbosity("quiet" if quiet else "verbose" if verbose else None)
 
 
 main.add_command(train)

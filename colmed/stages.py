@@ -30,9 +30,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from colmed.core.errors import ColmedError
-from colmed.core.io import sha256_file, write_json
+from colmed.core.io import write_json
+from colmed.core.provenance import hash_path
 
 CODE_VERSION = "1"  # bump when a stage's semantics change without its command changing
 
@@ -52,18 +54,7 @@ class Stage:
     after: list[str] = field(default_factory=list)
     inputs: list[Path] = field(default_factory=list)
     clean_on_change: bool = True
-
-
-def _content_hash(path: Path) -> str:
-    if path.is_file():
-        return sha256_file(path)
-    if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(str(f.relative_to(path)).encode())
-            h.update(sha256_file(f).encode())
-        return h.hexdigest()
-    return "absent"
+    settings: Any = None  # the typed settings ``command`` was built from (not part of the key: the command is)
 
 
 class StageRunner:
@@ -78,7 +69,7 @@ class StageRunner:
         if stage.name not in self._keys:
             payload = {"command": stage.command, "code": CODE_VERSION,
                        "after": {a: self.key(self.by_name[a]) for a in stage.after},
-                       "inputs": {str(p): _content_hash(Path(p)) for p in stage.inputs}}
+                       "inputs": {str(p): hash_path(p) or "absent" for p in stage.inputs}}
             self._keys[stage.name] = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
         return self._keys[stage.name]
 

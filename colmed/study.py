@@ -3,29 +3,36 @@ significance-tested benchmark -> one report.
 
 The study is a list of content-addressed :class:`~colmed.stages.Stage` s, each a colmed command in its
 own process, so a crash or ``kill -9`` loses nothing finished and changing a late setting re-runs only
-what depends on it. The configuration is a dataclass tree loadable from YAML; every key can be
-overridden from the command line with ``--set section.key=value``.
+what depends on it. The configuration is a dataclass tree loaded from YAML by
+:func:`colmed.core.config.from_yaml` (unknown keys and wrong types fail at load, naming file and field);
+every key can be overridden with ``--set section.key=value``. Each stage's settings are a typed
+dataclass (:class:`GenerateStageConfig`, :class:`TrainStageConfig`, :class:`BenchmarkStageConfig`) built
+from the study config, written beside the stage's output as ``<stage>.stage_config.json``, and turned
+into the stage's command by its ``argv()``, the only place a command line is assembled.
 
 Example:
     >>> cfg = StudyConfig.from_dict({"data": {"num_notes": 20}, "colbert": {"enabled": False}})
-    >>> cfg = apply_overrides(cfg, ["colmed.bi_encoder.args.epochs=2", "benchmark.suite=medical"])
+    >>> cfg = apply_overrides(cfg, ["bi_encoder.args.epochs=2", "benchmark.suite=medical"])
     >>> cfg.data.num_notes, cfg.bi_encoder.args["epochs"], cfg.colbert.enabled
     (20, 2, False)
+    >>> [s.name for s in build_stages(cfg)]
+    ['generate', 'train-bi-encoder', 'benchmark']
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
-import yaml
-
+from colmed.core import config as typed
 from colmed.core.errors import InputError
 from colmed.stages import Stage, StageRunner, colmed_command
 
 PACKAGED_MINILM = "packaged:all-MiniLM-L6-v2"
+STAGE_CONFIG_SUFFIX = ".stage_config.json"
 
 
 @dataclass
@@ -55,7 +62,9 @@ class TrainerConfig:
 
 
 @dataclass
-class BenchmarkConfig:
+class StudyBenchmarkConfig:
+    """The study's benchmark stage (``colmed benchmark``'s own settings are ``colmed.benchmark.BenchmarkConfig``)."""
+
     suite: str = "medical"
     datasets: list[str] = field(default_factory=list)  # empty = the whole suite
     data_dir: str | None = "../shared/beir"
@@ -71,74 +80,25 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     bi_encoder: TrainerConfig = field(default_factory=lambda: TrainerConfig(args={"epochs": 1}))
     colbert: TrainerConfig = field(default_factory=lambda: TrainerConfig(args={"maxsteps": 300}))
-    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    benchmark: StudyBenchmarkConfig = field(default_factory=StudyBenchmarkConfig)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], path: str | None = None) -> "StudyConfig":
-        return _build(cls, d or {}, path, "")
+    def from_dict(cls, d: Mapping[str, Any] | None, path: str | Path | None = None) -> "StudyConfig":
+        """Build from nested mappings; sections a mapping leaves out keep their defaults."""
+        return typed.from_dict(cls, d or {}, path=path)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "StudyConfig":
-        from colmed.core.io import read_yaml_mapping
-
-        p = Path(path)
-        data = read_yaml_mapping(p)
-        return cls.from_dict(data, str(p))
+    def from_yaml(cls, path: str | Path, overrides: typed.Overrides = ()) -> "StudyConfig":
+        """Read the study YAML with ``overrides`` (``"section.key=value"`` strings) applied, types checked."""
+        return typed.from_yaml(cls, path, overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return typed.to_dict(self)
 
 
-def _build(cls, d: dict, path: str | None, prefix: str):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in d.items():
-        if key not in fields:
-            raise InputError(f"unknown setting (known: {', '.join(fields)})", path=path, field=prefix + key)
-        ftype = fields[key].type
-        sub = {"DataConfig": DataConfig, "TrainerConfig": TrainerConfig, "BenchmarkConfig": BenchmarkConfig}.get(
-            ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
-        if sub is not None:
-            if not isinstance(value, dict):
-                raise InputError("expected a mapping", path=path, field=prefix + key)
-            base = dataclasses.asdict(getattr(cls(), key))
-            base.update(value)
-            kwargs[key] = _build(sub, base, path, f"{prefix}{key}.")
-        else:
-            kwargs[key] = value
-    return cls(**kwargs)
-
-
-def apply_overrides(cfg: StudyConfig, overrides: list[str]) -> StudyConfig:
-    """Apply ``section.key=value`` overrides (values parsed as YAML scalars) to a copy of ``cfg``."""
-    data = cfg.to_dict()
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"override {item!r} is not key=value", field="--set")
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise InputError(f"unknown setting {key!r}", field="--set")
-            node = node[part]
-        if parts[-1] not in node and not (len(parts) >= 2 and parts[-2] == "args"):
-            raise InputError(f"unknown setting {key!r}", field="--set")
-        node[parts[-1]] = _parse_scalar(raw)
-    return StudyConfig.from_dict(data)
-
-
-def _parse_scalar(raw: str) -> Any:
-    """YAML scalar, plus the floats YAML 1.1 leaves as strings (``1e-4``)."""
-    if not raw:
-        return None
-    value = yaml.safe_load(raw)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+def apply_overrides(cfg: StudyConfig, overrides: Iterable[str]) -> StudyConfig:
+    """A copy of ``cfg`` with ``section.key=value`` overrides (values read as YAML scalars), types checked."""
+    return StudyConfig.from_dict(typed.apply_overrides(cfg.to_dict(), list(overrides)), path="--set")
 
 
 def resolve_model(name: str) -> str:
@@ -167,63 +127,192 @@ def flags(args: dict[str, Any]) -> list[str]:
     return out
 
 
-def build_stages(cfg: StudyConfig) -> list[Stage]:
-    """The study's stages, in order, from its config."""
+def _opt(flag: str, value: Any) -> list[Any]:
+    return [flag, value] if value else []
+
+
+@dataclass
+class GenerateStageConfig:
+    """The ``generate`` stage: ``colmed generate`` from notes or from a labelled split."""
+
+    source: str
+    out: str
+    miner: str
+    negatives: int
+    dev_fraction: float
+    seed: int
+    notes: str | None = None
+    num_notes: int | None = None
+    generator: str | None = None
+    backend: str | None = None
+    model: str | None = None
+    gguf_file: str | None = None
+    labelled_dataset: str | None = None
+    labelled_split: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        common = ["--miner", self.miner, "--negatives", self.negatives, "--dev-fraction", self.dev_fraction,
+                  "--seed", self.seed]
+        if self.source == "notes":
+            cmd = ["generate", "--notes", self.notes, "--out", self.out, "--generator", self.generator, *common,
+                   "--no-progress", *_opt("--num-notes", self.num_notes)]
+            if self.generator == "llm":
+                cmd += ["--backend", self.backend or "transformers", *_opt("--model", self.model),
+                        *_opt("--gguf-file", self.gguf_file)]
+        else:
+            cmd = ["generate", "--labelled", self.labelled_dataset, "--labelled-split", self.labelled_split,
+                   "--out", self.out, *common, "--no-progress"]
+        return colmed_command(*cmd, *flags(self.args))
+
+
+@dataclass
+class TrainStageConfig:
+    """A training stage: ``colmed train bi-encoder`` or ``colmed train colbert`` on the study's triplets."""
+
+    family: str  # "bi-encoder" or "colbert"
+    triplets: str
+    base: str
+    out: str
+    seed: int
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        quiet = ["--quiet"] if self.family == "colbert" else []
+        return colmed_command("train", self.family, "--triplets", self.triplets, "--base", self.base,
+                              "--out", self.out, "--seed", self.seed, "--overwrite", *quiet, *flags(self.args))
+
+
+@dataclass
+class BenchmarkStageConfig:
+    """The ``benchmark`` stage: every retriever of the study, one significance-tested benchmark."""
+
+    retrievers: list[str]
+    suite: str
+    baseline: str
+    out: str
+    datasets: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        cmd = ["benchmark", *sum((["--retriever", r] for r in self.retrievers), []), "--suite", self.suite,
+               "--baseline", self.baseline, "--out", self.out, *sum((["--dataset", x] for x in self.datasets), []),
+               *_opt("--data-dir", self.data_dir)]
+        return colmed_command(*cmd, *flags(self.args))
+
+
+def stage_configs(cfg: StudyConfig) -> dict[str, Any]:
+    """Stage name -> its typed settings, in run order, from the study config."""
     out = Path(cfg.out)
     st = out / "stages"
     d = cfg.data
-    common = ["--miner", d.miner, "--negatives", d.negatives, "--dev-fraction", d.dev_fraction, "--seed", cfg.seed]
-    if d.source == "notes":
-        gen = ["generate", "--notes", d.notes, "--out", st / "triplets", "--generator", d.generator, *common,
-               "--no-progress"]
-        if d.num_notes:
-            gen += ["--num-notes", d.num_notes]
-        if d.generator == "llm":
-            gen += ["--backend", d.backend or "transformers"]
-            gen += ["--model", resolve_model(d.model)] if d.model else []
-            gen += ["--gguf-file", d.gguf_file] if d.gguf_file else []
-        inputs = [Path(d.notes)] if Path(d.notes).exists() else []
-    elif d.source == "labelled":
-        gen = ["generate", "--labelled", d.labelled_dataset, "--labelled-split", d.labelled_split,
-               "--out", st / "triplets", *common, "--no-progress"]
-        inputs = [Path(d.labelled_dataset)] if Path(d.labelled_dataset).exists() else []
-    else:
+    if d.source not in ("notes", "labelled"):
         raise InputError(f"unknown data source {d.source!r}; choose notes or labelled", field="data.source")
-    stages = [Stage("generate", colmed_command(*gen, *flags(d.args)), st / "triplets", inputs=inputs,
-                    clean_on_change=True)]
-    trained: dict[str, str] = {}
-    if cfg.bi_encoder.enabled:
-        path = st / "bi-encoder" / "model"
-        stages.append(Stage("train-bi-encoder", colmed_command(
-            "train", "bi-encoder", "--triplets", st / "triplets", "--base", resolve_model(cfg.bi_encoder.base),
-            "--out", path, "--seed", cfg.seed, "--overwrite", *flags(cfg.bi_encoder.args)),
-            st / "bi-encoder", after=["generate"]))
-        trained["dense"] = str(path)
-    if cfg.colbert.enabled:
-        path = st / "colbert" / "model"
-        stages.append(Stage("train-colbert", colmed_command(
-            "train", "colbert", "--triplets", st / "triplets", "--base", resolve_model(cfg.colbert.base),
-            "--out", path, "--seed", cfg.seed, "--overwrite", "--quiet", *flags(cfg.colbert.args)),
-            st / "colbert", after=["generate"]))
-        trained["colbert"] = str(path)
+    notes = d.source == "notes"
+    stages: dict[str, Any] = {"generate": GenerateStageConfig(
+        source=d.source, out=str(st / "triplets"), miner=d.miner, negatives=d.negatives,
+        dev_fraction=d.dev_fraction, seed=cfg.seed, notes=d.notes if notes else None,
+        num_notes=d.num_notes if notes else None, generator=d.generator if notes else None,
+        backend=d.backend if notes else None, model=resolve_model(d.model) if notes and d.model else None,
+        gguf_file=d.gguf_file if notes else None, labelled_dataset=None if notes else d.labelled_dataset,
+        labelled_split=None if notes else d.labelled_split, args=dict(d.args))}
     b = cfg.benchmark
     retrievers = ["bm25=bm25"]
-    if cfg.bi_encoder.enabled:
+    for family, kind, trainer in (("bi-encoder", "dense", cfg.bi_encoder), ("colbert", "colbert", cfg.colbert)):
+        if not trainer.enabled:
+            continue
+        model = st / family / "model"
+        stages[f"train-{family}"] = TrainStageConfig(family=family, triplets=str(st / "triplets"),
+                                                     base=resolve_model(trainer.base), out=str(model),
+                                                     seed=cfg.seed, args=dict(trainer.args))
         if b.include_bases:
-            retrievers.append(f"dense-base=dense:{resolve_model(cfg.bi_encoder.base)}")
-        retrievers.append(f"dense-trained=dense:{trained['dense']}")
-    if cfg.colbert.enabled:
-        if b.include_bases:
-            retrievers.append(f"colbert-base=colbert:{resolve_model(cfg.colbert.base)}")
-        retrievers.append(f"colbert-trained=colbert:{trained['colbert']}")
-    bench = ["benchmark", *sum((["--retriever", r] for r in retrievers), []), "--suite", b.suite,
-             "--baseline", b.baseline, "--out", out / "benchmark"]
-    bench += sum((["--dataset", x] for x in b.datasets), [])
-    bench += ["--data-dir", b.data_dir] if b.data_dir else []
-    # The benchmark keeps its own index/run cache under its --out: never wipe it on a key change.
-    stages.append(Stage("benchmark", colmed_command(*bench, *flags(b.args)), out / "benchmark",
-                        after=[s.name for s in stages], clean_on_change=False))
+            retrievers.append(f"{kind}-base={kind}:{resolve_model(trainer.base)}")
+        retrievers.append(f"{kind}-trained={kind}:{model}")
+    stages["benchmark"] = BenchmarkStageConfig(retrievers=retrievers, suite=b.suite, baseline=b.baseline,
+                                               out=str(out / "benchmark"), datasets=list(b.datasets),
+                                               data_dir=b.data_dir, args=dict(b.args))
     return stages
+
+
+def build_stages(cfg: StudyConfig) -> list[Stage]:
+    """The study's stages, in order, each running the command its typed settings build."""
+    stages: list[Stage] = []
+    for name, settings in stage_configs(cfg).items():
+        if name == "generate":
+            source = settings.notes if settings.source == "notes" else settings.labelled_dataset
+            stage = Stage(name, settings.argv(), Path(settings.out), settings=settings,
+                          inputs=[Path(source)] if Path(source).exists() else [], clean_on_change=True)
+        elif name == "benchmark":
+            # The benchmark keeps its own index/run cache under its --out: never wipe it on a key change.
+            stage = Stage(name, settings.argv(), Path(settings.out), after=[s.name for s in stages],
+                          clean_on_change=False, settings=settings)
+        else:
+            stage = Stage(name, settings.argv(), Path(settings.out).parent, after=["generate"], settings=settings)
+        stages.append(stage)
+    return stages
+
+
+def stage_config_path(stage: Stage) -> Path:
+    """Where a stage's settings are written: beside its output (the command owns the output folder)."""
+    out = Path(stage.out_dir)
+    return out.with_name(out.name + STAGE_CONFIG_SUFFIX)
+
+
+def write_stage_configs(stages: list[Stage]) -> None:
+    """Write every stage's settings (kind, fields, the command they build) as ``<stage>.stage_config.json``."""
+    from colmed.core.io import write_json
+
+    for stage in stages:
+        if stage.settings is not None:
+            write_json(stage_config_path(stage), {"stage": stage.name, "kind": type(stage.settings).__name__,
+                                                  "settings": typed.to_dict(stage.settings),
+                                                  "command": [str(a) for a in stage.command]})
+
+
+def generate_stage(cfg: StudyConfig) -> tuple[StageRunner, Stage]:
+    """The runner of ``cfg``'s stages and its generate stage."""
+    runner = StageRunner(build_stages(cfg))
+    return runner, runner.by_name["generate"]
+
+
+def save_generate_stage(cfg: StudyConfig, dest: str | Path) -> Path:
+    """Publish ``cfg``'s finished generate stage (its output folder and marker) as the folder ``dest``."""
+    runner, stage = generate_stage(cfg)
+    if not runner.is_done(stage):
+        raise InputError("the generate stage has not finished; nothing to save", path=runner.marker(stage))
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(stage.out_dir, tmp / "triplets")
+    shutil.copy2(runner.marker(stage), tmp / "triplets.stage.json")
+    tmp.rename(dest)
+    return dest
+
+
+def restore_generate_stage(cfg: StudyConfig, saved: str | Path) -> str:
+    """Put a published generate stage in place so the study finds it done; says what it did.
+
+    Only when the saved stage ran this config's ``colmed generate`` command on the same inputs (its key,
+    recomputed with the interpreter path it was run with, matches); the marker then gets this
+    machine's key. Anything else is left to the study, which regenerates.
+    """
+    from colmed.core.io import write_json
+
+    saved = Path(saved)
+    runner, stage = generate_stage(cfg)
+    if runner.is_done(stage):
+        return f"generate stage already done in {stage.out_dir}"
+    saved_marker = json.loads((saved / "triplets.stage.json").read_text(encoding="utf-8"))
+    as_saved = Stage(stage.name, [saved_marker["command"][0], *stage.command[1:]], stage.out_dir,
+                     inputs=stage.inputs)
+    if StageRunner([as_saved]).key(as_saved) != saved_marker.get("key"):
+        return f"{saved}: made by another command or other inputs than this config plans; not restored"
+    dest = Path(stage.out_dir)
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(saved / "triplets", dest)
+    write_json(runner.marker(stage), {**saved_marker, "key": runner.key(stage), "restored_from": str(saved)})
+    return f"restored the generate stage from {saved} (generated {saved_marker.get('finished')})"
 
 
 def run_study(cfg: StudyConfig, dry_run: bool = False, echo=print) -> dict[str, Any]:
@@ -238,6 +327,7 @@ def run_study(cfg: StudyConfig, dry_run: bool = False, echo=print) -> dict[str, 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "study_config.json", cfg.to_dict())
+    write_stage_configs(runner.stages)
     summary = runner.run(echo=echo)
     from colmed.study_report import write_study_report
 

@@ -93,7 +93,7 @@ def _training_section(cfg, stages_dir: Path, images: Path) -> list[str]:
     cb = _load(stages_dir / "colbert" / "model" / "manifest.json")
     if cfg.colbert.enabled and cb:
         loss["colbert"] = [tuple(p) for p in cb.get("loss_curve", [])]
-        lines.append(f"- ColBERT: base `{cb.get('base')}`, {cb.get('steps')} steps in {cb.get('training_seconds')} s; "
+        lines.append(f"- ColBERT: base `{cb.get('base_model')}`, {cb.get('steps')} steps in {cb.get('training_seconds')} s; "
                      f"final loss {cb.get('final_loss')}.")
     elif cfg.colbert.enabled:
         lines.append("- ColBERT: no manifest found.")
@@ -131,9 +131,9 @@ def write_study_report(cfg, runner, summary: dict[str, Any]) -> Path:
     lines += ["", "## Training data", ""] + _data_section(stages_dir / "triplets", images)
     lines += ["## Training", ""] + _training_section(cfg, stages_dir, images)
     lines += ["## Benchmark", ""] + _benchmark_section(out / "benchmark")
-    manifest = run_manifest(cfg.to_dict(), inputs=[p for p in (cfg.data.notes, cfg.data.labelled_dataset)
-                                                   if cfg.data.source in ("notes", "labelled") and Path(p).is_file()])
-    manifest["stages"] = {s.name: {"key": runner.key(s), **summary.get(s.name, {})} for s in runner.stages}
+    source = cfg.data.notes if cfg.data.source == "notes" else cfg.data.labelled_dataset
+    manifest = run_manifest(cfg.to_dict(), inputs=[source], kind="colmed-study",
+                            stages={s.name: {"key": runner.key(s), **summary.get(s.name, {})} for s in runner.stages})
     write_json(out / "manifest.json", manifest)
     lines += ["## Manifest", "", "```json", json.dumps(manifest, indent=2, default=str)[:6000], "```", ""]
     with atomic_write(out / "report.md") as f:

@@ -98,6 +98,11 @@ class GenerateConfig:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from colmed.core.config import check_types
+
+        check_types(self)  # a config built in Python is held to the same types as one read from YAML
+
     def replace(self, **changes) -> "GenerateConfig":
         return dataclasses.replace(self, **changes)
 
@@ -147,21 +152,26 @@ class GenerateConfig:
         return asdict(self)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> "GenerateConfig":
-        """Defaults <- YAML file <- ``overrides`` (``None`` overrides are ignored, as unset CLI flags)."""
+    def from_yaml(cls, path: str | Path, overrides: Any = (), **flags: Any) -> "GenerateConfig":
+        """Defaults <- YAML file <- ``overrides`` (``"key=value"`` strings or a mapping) <- ``flags``.
+
+        ``None`` flags are ignored (unset CLI flags). Unknown keys and values of the wrong type fail here,
+        before anything runs, with one line naming the file and the field (:mod:`colmed.core.config`).
+        """
+        from colmed.core import config as typed
         from colmed.core.io import read_yaml_mapping
 
-        data = read_yaml_mapping(path)
-        data = {k.replace("-", "_"): v for k, v in data.items()}
-        return cls.from_dict(data, source=path).replace(**{k: v for k, v in overrides.items() if v is not None})
+        data = {str(k).replace("-", "_"): v for k, v in read_yaml_mapping(path).items()}
+        data = typed.apply_overrides(data, overrides)
+        data = typed.apply_overrides(data, {k: v for k, v in flags.items() if v is not None})
+        return cls.from_dict(data, source=path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> "GenerateConfig":
-        known = cls.__dataclass_fields__
-        for k in data:
-            if k not in known:
-                raise InputError(f"unknown setting (known: {', '.join(sorted(known))})", path=source, field=k)
-        return cls(**data)
+        """Build from a mapping of settings, each checked against its field's type."""
+        from colmed.core.config import from_dict
+
+        return from_dict(cls, data, path=source)
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

@@ -5,9 +5,15 @@ miner and false-negative guard, the same outputs and manifest. Every document ju
 query is excluded from that query's negatives (not only the pair's own positive), and the train/dev
 split is by query, so no query leaks across splits.
 
-Example:
-    >>> manifest = build_labelled_triplets("../shared/beir/nfcorpus", "runs/nf-train")   # doctest: +SKIP
-    >>> manifest["counts"]["records"]["total"]                                             # doctest: +SKIP
+Example (the bundled sample, whose only judged split is ``test``; NFCorpus's would be
+``build_labelled_triplets("../shared/beir/nfcorpus", "runs/nf-train")``):
+    >>> import tempfile
+    >>> from importlib.resources import files
+    >>> sample = str(files("colmed") / "data" / "sample_medical")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     manifest = build_labelled_triplets(sample, f"{tmp}/triplets", split="test", progress=False)
+    >>> manifest["counts"]["records"]
+    {'total': 35, 'train': 30, 'dev': 5}
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ def labelled_records(dataset, num_negatives: int = 5, max_positives_per_query: i
     """Records for up to ``max_positives_per_query`` judged pairs per query (highest grades first),
     each with BM25 hard negatives from the query's top ``range_max`` unjudged documents.
 
-    The guard follows :class:`colmed.data_gen.mining.HardNegativeMiner`: for each pair, a candidate scoring
-    above ``pos - |pos| * relative_margin`` is a likely unjudged positive and is dropped
+    The guard is :func:`colmed.data_gen.mining.apply_margin`, as in ``HardNegativeMiner``: for each pair, a
+    candidate scoring above ``pos - |pos| * relative_margin`` is a likely unjudged positive and is dropped
     (``counts["relative_margin"]`` counts the top-``num_negatives`` slots it changed).
     """
     import numpy as np
     from tqdm.auto import tqdm
 
+    from colmed.data_gen.mining import apply_margin
     from colmed.data_gen.notes import note_split
     from colmed.indexes.bm25 import BM25Index
 
@@ -62,9 +69,8 @@ def labelled_records(dataset, num_negatives: int = 5, max_positives_per_query: i
         for pos in positives:
             pos_score = None if scores is None else float(scores[position[pos]])
             negs = candidates
-            if pos_score is not None and relative_margin is not None:
-                threshold = pos_score - abs(pos_score) * relative_margin
-                negs = [c for c in candidates if c[1] <= threshold]
+            if pos_score is not None:
+                negs = apply_margin(candidates, pos_score, relative_margin=relative_margin)
                 counts["relative_margin"] += min(len(candidates) - len(negs), num_negatives)
             negs = negs[:num_negatives]
             counts["pairs_short_of_negatives"] += bool(num_negatives) and len(negs) < num_negatives
@@ -84,7 +90,7 @@ def build_labelled_triplets(dataset_path: str, out: str | Path, split: str = "tr
                             progress: bool = True, **options) -> dict[str, Any]:
     """Write the standard triplet outputs (as ``colmed generate``) from a labelled split."""
     from colmed.core.provenance import run_manifest
-    from colmed.data_gen.pipeline import export_all, write_outputs
+    from colmed.data_gen.pipeline import GENERATION_PACKAGES, export_all, write_outputs
     from colmed.data.datasets import load_dataset
 
     t0 = time.perf_counter()
@@ -99,7 +105,8 @@ def build_labelled_triplets(dataset_path: str, out: str | Path, split: str = "tr
         manifest = run_manifest({"source": "labelled", "dataset": str(dataset_path), "split": split,
                                  "negatives": negatives, "dev_fraction": dev_fraction, "seed": seed,
                                  "generator": f"labelled:{ds.name}/{split}", "miner": "bm25", **options},
-                                kind="colmed-triplets", input={"path": ds.source, "fingerprint": ds.fingerprint,
+                                packages=GENERATION_PACKAGES, kind="colmed-triplets", format_version=1,
+                                input={"path": ds.source, "fingerprint": ds.fingerprint,
                                                                "qrels_hash": ds.qrels_hash},
                                 counts=counts, exports=exports,
                                 throughput={"seconds": round(time.perf_counter() - t0, 2)})

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -119,14 +119,11 @@ class HardNegativeMiner:
             self._count("positive_unscored", len(candidates))
             self._count("queries_positive_unscored")
             candidates = []
-        if pos is not None and self.absolute_margin is not None:
-            kept = [c for c in candidates if not c[1] + self.absolute_margin > pos]
+        if pos is not None:
+            kept = apply_margin(candidates, pos, absolute_margin=self.absolute_margin)
             self._count("absolute_margin", len(candidates) - len(kept))
             candidates = kept
-        if pos is not None and self.relative_margin is not None:
-            # |pos| * margin rather than pos * (1 - margin): sign-safe, as sentence-transformers (#3819).
-            threshold = pos - abs(pos) * self.relative_margin
-            kept = [c for c in candidates if not c[1] > threshold]
+            kept = apply_margin(candidates, pos, relative_margin=self.relative_margin)
             self._count("relative_margin", len(candidates) - len(kept))
             candidates = kept
         if self.max_score is not None:
@@ -151,40 +148,46 @@ class HardNegativeMiner:
         return out
 
 
-class DenseRetriever:
-    """Exact (brute-force inner product) dense retrieval over a small in-memory corpus, for mining.
+def apply_margin(candidates: Sequence[tuple], positive_score: float, relative_margin: float | None = None,
+                 absolute_margin: float | None = None) -> list[tuple]:
+    """The false-negative guard: the ``(doc_id, score, ...)`` candidates that score clearly below the positive.
 
-    Uses :class:`colmed.bi_encoder.encoder.DenseEncoder` so query/document prompts match the trainers'.
-    Implements ``search`` and ``get_scores`` like :class:`colmed.indexes.bm25.BM25Index`.
+    ``relative_margin`` keeps a candidate only if ``score <= pos - |pos| * margin`` (``|pos|`` rather than
+    ``pos * (1 - margin)``: sign-safe, as sentence-transformers #3819); ``absolute_margin`` only if
+    ``score + margin <= pos``. ``None`` switches a rule off. Order is kept.
+
+    Example:
+        >>> cands = [("dup", 9.8, 1), ("near", 9.4, 2), ("far", 3.0, 3)]
+        >>> [c[0] for c in apply_margin(cands, 10.0, relative_margin=0.05)]
+        ['near', 'far']
+        >>> [c[0] for c in apply_margin(cands, 10.0, absolute_margin=1.0)]
+        ['far']
+        >>> negative = [("a", -2.5, 1), ("b", -3.5, 2)]  # sign-safe: threshold -2 - |-2| * 0.5 = -3
+        >>> [c[0] for c in apply_margin(negative, -2.0, relative_margin=0.5)]
+        ['b']
     """
+    kept = list(candidates)
+    if absolute_margin is not None:
+        kept = [c for c in kept if not c[1] + absolute_margin > positive_score]
+    if relative_margin is not None:
+        threshold = positive_score - abs(positive_score) * relative_margin
+        kept = [c for c in kept if not c[1] > threshold]
+    return kept
 
-    def __init__(self, encoder: Any, doc_ids: list[str], texts: list[str]):
-        self.encoder = encoder
-        self.doc_ids = list(doc_ids)
-        self.embeddings = np.asarray(encoder.encode_documents(list(texts)), dtype=np.float32)
 
-    @classmethod
-    def from_model(cls, model: str, doc_ids: list[str], texts: list[str], device: str | None = None):
-        from colmed.bi_encoder.encoder import DenseEncoder
+def dense_retriever(model: str, doc_ids: list[str], texts: list[str], device: str | None = None):
+    """Exact (flat inner-product) dense retrieval over a small in-memory corpus, for mining.
 
-        return cls(DenseEncoder(model, device=device), doc_ids, texts)
+    A :class:`colmed.indexes.dense.DenseIndex` held in memory, encoded by
+    :class:`colmed.bi_encoder.encoder.DenseEncoder` (so query/document prompts match the trainers'); it
+    has ``search`` and ``get_scores`` like :class:`colmed.indexes.bm25.BM25Index`.
+    """
+    from colmed.bi_encoder.encoder import DenseEncoder
+    from colmed.indexes.dense import DenseIndex, make_faiss_index
 
-    def get_scores(self, query: str) -> np.ndarray:
-        return self.embeddings @ np.asarray(self.encoder.encode_queries([query]), dtype=np.float32)[0]
-
-    def search(self, queries: Mapping[str, str], k: int = 100) -> dict[str, dict[str, float]]:
-        qids = list(queries)
-        if not qids:
-            return {}
-        q = np.asarray(self.encoder.encode_queries([queries[x] for x in qids]), dtype=np.float32)
-        scores = q @ self.embeddings.T
-        k = min(k, len(self.doc_ids))
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        out = {}
-        for row, qid in enumerate(qids):
-            idx = top[row][np.argsort(-scores[row, top[row]])]
-            out[qid] = {self.doc_ids[i]: float(scores[row, i]) for i in idx}
-        return out
+    encoder = DenseEncoder(model, device=device)
+    vectors = encoder.encode_documents(list(texts), show_progress=False)
+    return DenseIndex(make_faiss_index(vectors, "flat"), list(doc_ids), encoder)
 
 
 def add_teacher_scores(records: list, model: str, batch_size: int = 32, device: str | None = None) -> None:

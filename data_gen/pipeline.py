@@ -15,11 +15,18 @@ duplicates a record. Finished output (``<out>``)::
     export/colbert/{triples.jsonl,dev_triples.jsonl,collection.tsv,queries.tsv,id_map.json}
     manifest.json                  config, versions, git sha, input hash, counts per stage/filter, throughput
 
-Example:
-    >>> cfg = GenerateConfig(notes="../shared/notes/mtsamples.jsonl", out="runs/mt", num_notes=50)
-    >>> manifest = TripletPipeline(cfg).run()          # doctest: +SKIP
-    >>> manifest["counts"]["records"]["total"]         # doctest: +SKIP
-    196
+Example (the bundled sample's corpus as notes; real notes: ``notes="../shared/notes/mtsamples.jsonl"``):
+    >>> import tempfile
+    >>> from importlib.resources import files
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     cfg = GenerateConfig(notes=str(files("colmed") / "data" / "sample_medical"), out=f"{tmp}/triplets",
+    ...                          num_notes=20, progress=False)
+    ...     manifest = TripletPipeline(cfg).run()
+    ...     sorted(p.name for p in Path(tmp, "triplets").iterdir())
+    ['dev', 'export', 'manifest.json', 'rejects.jsonl', 'train', 'triplets.jsonl', 'triplets.parquet']
+    >>> manifest["counts"]["records"]["total"], manifest["counts"]["records"]["dev"]
+    (5, 1)
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from colmed.core.provenance import git_sha
 from colmed.core.errors import IndexExistsError, InputError
-from colmed.core.io import atomic_write, read_jsonl, sha256_file, write_json, write_jsonl
+from colmed.core.io import atomic_directory, read_jsonl, write_json, write_jsonl
+from colmed.core.provenance import run_manifest, sha256_file
 from colmed.data_gen.config import GenerateConfig, parse_shard
 from colmed.data_gen.filters import QueryFilter, dedup_queries
 from colmed.data_gen.generators import GeneratedQuery, make_generator
@@ -65,10 +72,8 @@ def input_hash(source: str) -> dict[str, str]:
     return {"hub": source}
 
 
-def versions() -> dict[str, str]:
-    from colmed.core.provenance import package_versions
-
-    return package_versions(extra=("datasets", "bm25s", "httpx", "vllm", "ray"))
+# Packages that decide what a generation run writes, beyond the ones every manifest lists.
+GENERATION_PACKAGES = ("datasets", "httpx", "vllm", "ray")
 
 
 class TripletPipeline:
@@ -243,13 +248,13 @@ class TripletPipeline:
 
     # ---------------------------------------------------------------- mining
     def _make_miner(self, passages: dict[str, Passage]):
-        from colmed.data_gen.mining import DenseRetriever, HardNegativeMiner
+        from colmed.data_gen.mining import HardNegativeMiner, dense_retriever
 
         cfg = self.config
         ids = list(passages)
         texts = [passages[i].full_text for i in ids]
         if cfg.miner == "dense":
-            retriever, name = DenseRetriever.from_model(cfg.dense_model, ids, texts, cfg.device), f"dense:{cfg.dense_model}"
+            retriever, name = dense_retriever(cfg.dense_model, ids, texts, cfg.device), f"dense:{cfg.dense_model}"
         elif cfg.miner == "bm25" or cfg.round_trip_k:
             from colmed.indexes.bm25 import BM25Index
 
@@ -346,22 +351,20 @@ class TripletPipeline:
         counts["rejects"] = len(rejects)
         exports = export_all(out, records)
         cfg = self.config
-        return {"kind": "colmed-triplets", "format_version": 1, "config": cfg.to_dict(),
-                "fingerprint": cfg.fingerprint(), "shard": cfg.shard, "input": input_hash(cfg.notes),
-                "versions": versions(), "git_sha": git_sha(), "counts": counts, "exports": exports,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        return run_manifest(cfg.to_dict(), packages=GENERATION_PACKAGES, kind="colmed-triplets",
+                            format_version=1, fingerprint=cfg.fingerprint(), shard=cfg.shard,
+                            input=input_hash(cfg.notes), counts=counts, exports=exports)
 
     def _finish(self) -> None:
-        """Swap the finished ``.partial`` into place, then drop its checkpoints."""
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, old)
-            os.replace(self.partial, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.partial, self.out)
-        shutil.rmtree(self.out / "_work", ignore_errors=True)
-        (self.out / "state.json").unlink(missing_ok=True)
+        """Swap the finished outputs into place (one atomic directory swap), then drop the checkpoints.
+
+        A crash while moving leaves ``.partial`` with its checkpoints: a rerun rewrites the outputs from them.
+        """
+        with atomic_directory(self.out, overwrite=self.config.overwrite) as tmp:
+            for entry in self.partial.iterdir():
+                if entry.name not in ("_work", "state.json"):
+                    os.replace(entry, tmp / entry.name)
+        shutil.rmtree(self.partial, ignore_errors=True)
 
 
 def write_outputs(out: Path, records: list[TripletRecord], rejects: list[dict]) -> None:
@@ -433,10 +436,9 @@ def merge_shards(out: str | Path, overwrite: bool = False) -> dict[str, Any]:
     counts["records"] = {"total": len(records), "train": sum(r.split == "train" for r in records),
                          "dev": sum(r.split == "dev" for r in records)}
     counts["rejects"] = len(unique_rejects)
-    manifest = {"kind": "colmed-triplets", "format_version": 1, "config": {**manifests[0]["config"], "shard": None},
-                "fingerprint": manifests[0]["fingerprint"], "merged_from": [d.name for d in shard_dirs],
-                "input": manifests[0]["input"], "versions": versions(), "git_sha": git_sha(), "counts": counts,
-                "exports": export_all(out, records), "throughput_summed_over_shards": throughput,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    manifest = run_manifest({**manifests[0]["config"], "shard": None}, packages=GENERATION_PACKAGES,
+                            kind="colmed-triplets", format_version=1, fingerprint=manifests[0]["fingerprint"],
+                            merged_from=[d.name for d in shard_dirs], input=manifests[0]["input"], counts=counts,
+                            exports=export_all(out, records), throughput_summed_over_shards=throughput)
     write_json(out / "manifest.json", manifest)
     return manifest

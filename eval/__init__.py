@@ -6,6 +6,7 @@ Public API (small on purpose, like ranx):
 - :data:`~colmed.data.registry.BENCHMARKS`, :func:`~colmed.data.registry.get_spec`
 - :func:`~colmed.data.runs.read_trec`, :func:`~colmed.data.runs.write_trec`, :func:`~colmed.data.runs.exclude_self_hits`
 - :func:`~colmed.eval.evaluation.evaluate_run`, :func:`~colmed.eval.evaluation.compare_runs`, :func:`~colmed.eval.evaluation.fuse_runs`
+- :func:`~colmed.eval.compare.compare_trec_runs` (run files + protocol sidecars, as ``colmed compare``)
 
 Imports are lazy so ``import colmed.eval`` stays cheap.
 """
@@ -33,6 +34,7 @@ _EXPORTS = {
     "evaluate_run": "colmed.eval.evaluation",
     "compare_runs": "colmed.eval.evaluation",
     "fuse_runs": "colmed.eval.evaluation",
+    "compare_trec_runs": "colmed.eval.compare",
 }
 
 __all__ = list(_EXPORTS)

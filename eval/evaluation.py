@@ -1,14 +1,21 @@
 """Evaluation and comparison of runs, through ranx only.
 
-Protocol steps are explicit and per dataset: the registry decides self-hit exclusion (ArguAna); runs
-are cut to ``k``; a run whose query ids do not match the qrels fails loudly instead of silently
-scoring zero (the ranx pitfall in AmenRa/ranx#27, #39).
+Protocol steps are explicit and per dataset: the registry decides self-hit exclusion (ArguAna) unless
+the caller passes ``exclude_self_hits`` explicitly; runs are cut to ``k``; a run whose query ids do not
+match the qrels fails loudly instead of silently scoring zero (the ranx pitfall in AmenRa/ranx#27, #39).
 
 Example:
     >>> qrels = {"q1": {"d1": 1}, "q2": {"d2": 2}}
     >>> run = {"q1": {"d1": 0.9, "d3": 0.1}, "q2": {"d3": 0.8, "d2": 0.5}}
     >>> round(evaluate_run(qrels, run, ["mrr@10"])["mrr@10"], 3)
     0.75
+    >>> from colmed.data.datasets import RetrievalDataset
+    >>> arguana = RetrievalDataset("arguana", {}, {"a1": "x"}, {"a1": {"a2": 1}})
+    >>> self_hit = {"a1": {"a1": 2.0, "a2": 1.0}}   # ArguAna's protocol drops a query's own id
+    >>> evaluate_run(arguana, self_hit, ["mrr@10"])["mrr@10"]
+    1.0
+    >>> evaluate_run(arguana, self_hit, ["mrr@10"], exclude_self_hits=False)["mrr@10"]
+    0.5
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ from typing import Mapping
 import numpy as np
 
 from colmed.core.errors import InputError
-from colmed.data.runs import Run, exclude_self_hits, top_k
+from colmed.data.runs import Run, exclude_self_hits as drop_self_hits, top_k, trec_eval_order
+from colmed.eval.protocol import SIGNIFICANCE_TESTS
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "map@100", "mrr@10")
-STAT_TESTS = ("student", "fisher")
+STAT_TESTS = tuple(SIGNIFICANCE_TESTS)
 # A run missing more than this fraction of the judged queries is refused, not scored as zeros.
 MAX_MISSING_QUERIES = 0.05
 
@@ -34,8 +42,19 @@ def _qrels_dict(dataset_or_qrels) -> dict[str, dict[str, int]]:
     return dataset_or_qrels.qrels if hasattr(dataset_or_qrels, "qrels") else dict(dataset_or_qrels)
 
 
+def resolve_self_hits(dataset_or_qrels, exclude_self_hits: bool | None = None) -> bool:
+    """Whether a query's own id is dropped from its results: ``exclude_self_hits`` when given, else the
+    dataset registry's protocol for the dataset's name (ArguAna: yes); bare qrels have no protocol (no)."""
+    if exclude_self_hits is not None:
+        return bool(exclude_self_hits)
+    from colmed.data.registry import get_spec
+
+    spec = get_spec(getattr(dataset_or_qrels, "name", "") or "")
+    return bool(spec and spec.exclude_self_hits)
+
+
 def prepare_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], *,
-                name: str = "run", exclude_self: bool = False, k: int | None = None,
+                name: str = "run", exclude_self_hits: bool = False, k: int | None = None,
                 max_missing: float = MAX_MISSING_QUERIES) -> tuple[Run, dict]:
     """Apply the protocol to a copy of ``run`` and check its query ids against ``qrels``.
 
@@ -43,7 +62,7 @@ def prepare_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mappin
     when more than ``max_missing`` of the judged queries are absent from the run.
     """
     judged = [q for q, rels in qrels.items() if rels]
-    prepared = exclude_self_hits(run) if exclude_self else {q: dict(d) for q, d in run.items()}
+    prepared = drop_self_hits(run) if exclude_self_hits else {q: dict(d) for q, d in run.items()}
     if k is not None:
         prepared = top_k(prepared, k)
     present = [q for q in judged if prepared.get(q)]
@@ -63,18 +82,22 @@ def prepare_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mappin
 def _ranx_pair(qrels, run, name):
     from ranx import Qrels, Run as RanxRun
 
-    return Qrels({q: dict(r) for q, r in qrels.items() if r}), RanxRun(run, name=name)
+    return Qrels({q: dict(r) for q, r in qrels.items() if r}), RanxRun(trec_eval_order(run), name=name)
 
 
 def evaluate_run(dataset_or_qrels, run: Mapping[str, Mapping[str, float]], metrics=DEFAULT_METRICS, *,
-                 exclude_self: bool = False, per_query: bool = False, name: str = "run",
+                 exclude_self_hits: bool | None = None, per_query: bool = False, name: str = "run",
                  max_missing: float = MAX_MISSING_QUERIES) -> dict:
     """Mean metrics of one run (``per_query=True``: arrays aligned to the sorted judged query ids;
-    a judged query the run lacks scores zero, within ``max_missing``)."""
+    a judged query the run lacks scores zero, within ``max_missing``).
+
+    ``exclude_self_hits=None`` applies the dataset's registry protocol (:func:`resolve_self_hits`).
+    """
     from ranx import evaluate
 
     qrels = _qrels_dict(dataset_or_qrels)
-    prepared, _ = prepare_run(qrels, run, name=name, exclude_self=exclude_self, max_missing=max_missing)
+    prepared, _ = prepare_run(qrels, run, name=name, max_missing=max_missing,
+                              exclude_self_hits=resolve_self_hits(dataset_or_qrels, exclude_self_hits))
     rq, rr = _ranx_pair(qrels, prepared, name)
     out = evaluate(rq, rr, list(metrics), return_mean=not per_query, make_comparable=True)
     if len(metrics) == 1:
@@ -109,7 +132,7 @@ class Comparison:
 
 def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, float]]],
                  metrics=DEFAULT_METRICS, *, stat_test: str = "student", max_p: float = 0.05,
-                 exclude_self: bool = False, fuse: str | None = None, dataset_name: str = "",
+                 exclude_self_hits: bool | None = None, fuse: str | None = None, dataset_name: str = "",
                  max_missing: float = MAX_MISSING_QUERIES, confidence: float | None = 0.95,
                  n_resamples: int = 2000) -> Comparison:
     """Evaluate named runs on the same qrels and test every pair for significance (ranx ``compare``).
@@ -118,6 +141,7 @@ def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, 
     ``fuse`` (e.g. ``rrf``) adds a fused run of all inputs, named ``fused-<method>``.
     ``confidence`` (e.g. 0.95) adds percentile-bootstrap intervals over queries for every mean
     (:func:`colmed.eval.uncertainty.bootstrap_ci`); ``None`` skips them.
+    ``exclude_self_hits=None`` applies the dataset's registry protocol (:func:`resolve_self_hits`).
     """
     from ranx import Qrels, Run as RanxRun, compare, evaluate
 
@@ -126,16 +150,17 @@ def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, 
     if not runs:
         raise InputError("no runs to compare")
     qrels = _qrels_dict(dataset_or_qrels)
+    exclude = resolve_self_hits(dataset_or_qrels, exclude_self_hits)
     prepared, coverage = {}, {}
     for name, run in runs.items():
-        prepared[name], coverage[name] = prepare_run(qrels, run, name=name, exclude_self=exclude_self,
+        prepared[name], coverage[name] = prepare_run(qrels, run, name=name, exclude_self_hits=exclude,
                                                      max_missing=max_missing)
     if fuse:
         fused = fuse_runs(list(prepared.values()), method=fuse)
         name = f"fused-{fuse}"
         prepared[name], coverage[name] = prepare_run(qrels, fused, name=name, max_missing=max_missing)
     rq = Qrels({q: dict(r) for q, r in qrels.items() if r})
-    ranx_runs = [RanxRun(r, name=n) for n, r in prepared.items()]
+    ranx_runs = [RanxRun(trec_eval_order(r), name=n) for n, r in prepared.items()]  # ties ranked as trec_eval
     metrics = list(metrics)
     report = compare(rq, ranx_runs, metrics, stat_test=stat_test, max_p=max_p, make_comparable=True,
                      rounding_digits=4)
@@ -153,8 +178,8 @@ def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, 
         from colmed.eval.uncertainty import bootstrap_ci
 
         intervals = {n: {m: bootstrap_ci(per_query[n][m], confidence, n_resamples) for m in metrics} for n in names}
-    return Comparison(dataset_name, metrics, names, {n: dict(report.results[n]) for n in names}, p_values,
-                      beats, stat_test, max_p, per_query, coverage, confidence_intervals=intervals,
+    return Comparison(dataset_name or getattr(dataset_or_qrels, "name", ""), metrics, names,
+                      {n: dict(report.results[n]) for n in names}, p_values, beats, stat_test, max_p, per_query, coverage, confidence_intervals=intervals,
                       confidence=confidence or 0.95)
 
 

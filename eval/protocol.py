@@ -47,8 +47,9 @@ METRIC_DEFINITIONS = {
     "mrr@10": "reciprocal rank of the first relevant document within the top 10 (0 if none), mean over queries",
     "map@100": "average precision over the top 100, mean over queries",
 }
+# The one name table of the paired tests (ranx ``compare``): protocol records and every report use it.
 SIGNIFICANCE_TESTS = {"student": "two-sided paired Student's t-test over queries (ranx)",
-                      "fisher": "two-sided Fisher randomization test over queries (ranx)"}
+                      "fisher": "two-sided paired Fisher's randomization test over queries (ranx)"}
 
 
 def read_sidecar(run_path: str | Path) -> dict | None:

@@ -129,17 +129,18 @@ def check_published(measured: dict[str, dict[str, float]], reference_keys: dict[
 
 def published_to_markdown(rows: list[dict]) -> str:
     """The reproduction table for reports."""
+    from colmed.eval.report import markdown_table
+
     if not rows:
         return "No published figures apply to these retrievers and datasets.\n"
     tol = rows[0]["tolerance"]
     lines = [f"Tolerance: |colmed - published| <= {tol} nDCG@10 on figures of the same system; `GAP` marks a "
              f"larger gap, `reference` a figure of a different system (context only).", "",
-             "| retriever | dataset | colmed | published | diff | status | published system | source |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        src = f"[{r['source']}]({r['url']})" if r["url"] else r["source"]
-        lines.append(f"| {r['retriever']} | {r['dataset']} | {r['measured']:.4f} | {r['published']:.4f} | "
-                     f"{r['diff']:+.4f} | {r['status']} | {r['system']} | {src} |")
+             *markdown_table(["retriever", "dataset", "colmed", "published", "diff", "status", "published system",
+                              "source"],
+                             [[r["retriever"], r["dataset"], f"{r['measured']:.4f}", f"{r['published']:.4f}",
+                               f"{r['diff']:+.4f}", r["status"], r["system"],
+                               f"[{r['source']}]({r['url']})" if r["url"] else r["source"]] for r in rows])]
     notes = [f"- {r['retriever']} / {r['dataset']}: {r['note']}" for r in rows if r["note"]]
     if notes:
         lines += ["", "Notes:", *dict.fromkeys(notes)]

@@ -1,7 +1,15 @@
 """Render comparisons as a terminal table, markdown and a PNG bar plot.
 
 Significance markers follow ranx: a superscript letter after a score names each run it beats
-significantly (paired test at ``max_p``).
+significantly (paired test at ``max_p``). :func:`markdown_table` is the one markdown table writer of
+colmed's reports (compare, demo, benchmark, published-figure checks).
+
+Example:
+    >>> for line in markdown_table(["run", "nDCG@10"], [["bm25", "0.3213"]]):
+    ...     print(line)
+    | run | nDCG@10 |
+    |---|---|
+    | bm25 | 0.3213 |
 """
 
 from __future__ import annotations
@@ -9,11 +17,24 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+from typing import Iterable, Sequence
+
 from colmed.core.io import atomic_write
 from colmed.eval.evaluation import Comparison
+from colmed.eval.protocol import SIGNIFICANCE_TESTS
 
 _SUP = str.maketrans(string.ascii_lowercase, "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖqʳˢᵗᵘᵛʷˣʸᶻ")
-TEST_NAMES = {"student": "two-sided paired Student's t-test", "fisher": "Fisher's randomization test"}
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A markdown table as lines: header, separator, one line per row (cells rendered with ``str``)."""
+    return ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(map(str, r)) + " |" for r in rows)]
+
+
+def significance_test_name(stat_test: str) -> str:
+    """The full name of a significance test key (``student``, ``fisher``)."""
+    return SIGNIFICANCE_TESTS.get(stat_test, stat_test)
 
 
 def _letters(names: list[str]) -> dict[str, str]:
@@ -50,12 +71,10 @@ def comparison_rows(c: Comparison) -> list[list[str]]:
 
 
 def to_markdown(c: Comparison, title: str | None = None) -> str:
-    header = comparison_header(c)
     lines = [f"## {title or c.dataset or 'comparison'}", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in comparison_rows(c)]
+             *markdown_table(comparison_header(c), comparison_rows(c))]
     lines += ["", f"Superscripts: the run is significantly better than the lettered run "
-                  f"({TEST_NAMES.get(c.stat_test, c.stat_test)}, p < {c.max_p}, uncorrected pairwise)."]
+                  f"({significance_test_name(c.stat_test)}, p < {c.max_p}, uncorrected pairwise)."]
     if c.confidence_intervals:
         lines += [f"CI: {round(c.confidence * 100)}% percentile bootstrap over queries (colmed.eval.uncertainty)."]
     lines += [""]
@@ -85,8 +104,20 @@ def print_table(c: Comparison, title: str | None = None) -> None:
         table.add_row(*r)
     console = Console()
     console.print(table)
-    console.print(f"superscript = significantly better than that run ({TEST_NAMES.get(c.stat_test)}, "
+    console.print(f"superscript = significantly better than that run ({significance_test_name(c.stat_test)}, "
                   f"p < {c.max_p})")
+
+
+def write_comparison(c: Comparison, out: str | Path, heading: str, title: str) -> Path:
+    """``report.md`` (``# heading`` + the table), ``comparison.json`` and ``comparison.png`` under ``out``."""
+    from colmed.core.io import write_json
+
+    out = Path(out)
+    with atomic_write(out / "report.md") as f:
+        f.write(f"# {heading}\n\n" + to_markdown(c, title))
+    write_json(out / "comparison.json", c.to_dict())
+    plot_bars(c.scores, c.metrics, out / "comparison.png", title=title)
+    return out
 
 
 def save_png(fig, path: str | Path, dpi: int = 120) -> None:

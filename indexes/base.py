@@ -121,6 +121,8 @@ def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
 def _type_names(types: tuple[type, ...]) -> str:
     names = {"NoneType": "null", "dict": "an object", "str": "a string", "int": "an integer", "float": "a number",
              "bool": "true/false"}
+    if int in types and float in types:
+        types = tuple(t for t in types if t is not int)
     return " or ".join(names.get(t.__name__, t.__name__) for t in types)
 
 

@@ -99,12 +99,37 @@ class BM25Index:
         return cls(retriever, doc_ids, settings, titles)
 
 
+BM25_METHODS = ("robertson", "lucene", "bm25l", "bm25+", "atire")
+
+
 def _make_stemmer(name: str | None):
     if not name:
         return None
     import Stemmer  # PyStemmer
 
+    if name not in Stemmer.algorithms():
+        raise InputError(f"unknown stemmer {name!r}; PyStemmer has {', '.join(Stemmer.algorithms())}",
+                         field="stemmer")
     return Stemmer.Stemmer(name)
+
+
+def check_bm25_settings(cfg: BM25Settings) -> None:
+    """Refuse settings bm25s would reject or misread, before any document is read."""
+    from bm25s.tokenization import _infer_stopwords  # bm25s' own table of stopword languages
+
+    if cfg.method not in BM25_METHODS:
+        raise InputError(f"unknown BM25 method {cfg.method!r}; choose from {', '.join(BM25_METHODS)}",
+                         field="method")
+    if cfg.k1 < 0 or not 0 <= cfg.b <= 1:
+        raise InputError(f"BM25 needs k1 >= 0 and 0 <= b <= 1 (got k1={cfg.k1}, b={cfg.b})",
+                         field="k1" if cfg.k1 < 0 else "b")
+    if cfg.stopwords:
+        try:
+            _infer_stopwords(cfg.stopwords)
+        except ValueError:
+            raise InputError(f"unknown stopword list {cfg.stopwords!r} (bm25s languages: en, en_plus, de, fr, "
+                             "es, it, pt, nl, ru, sv, no, da, tr, zh, ko ...)", field="stopwords") from None
+    _make_stemmer(cfg.stemmer)
 
 
 def build_bm25_in_memory(dataset, **settings) -> tuple[BM25Index, IndexManifest]:
@@ -115,7 +140,9 @@ def build_bm25_in_memory(dataset, **settings) -> tuple[BM25Index, IndexManifest]
     if unknown:
         raise InputError(f"unknown BM25 setting(s) {', '.join(unknown)}; known: "
                          f"{', '.join(BM25Settings.__dataclass_fields__)}", field=unknown[0])
-    settings = {k: v for k, v in settings.items() if v is not None}
+    # None keeps a default; False turns stopwords or stemming off (stored as None).
+    settings = {k: (None if v is False else v) for k, v in settings.items() if v is not None}
+    check_bm25_settings(BM25Settings(**settings))
     t0 = time.perf_counter()
     docs = list(dataset.corpus.values())
     index = BM25Index.build([d.doc_id for d in docs], [d.full_text for d in docs], [d.title for d in docs],

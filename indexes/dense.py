@@ -126,6 +126,11 @@ class DenseIndex:
         return {q: {self.doc_ids[i]: float(s) for i, s in zip(row_i, row_s) if i >= 0}
                 for q, row_i, row_s in zip(qids, ids.tolist(), scores.tolist())}
 
+    def get_scores(self, query: str) -> np.ndarray:
+        """Exact score of ``query`` against every document, in ``doc_ids`` order (as ``BM25Index.get_scores``)."""
+        vectors = to_cpu(self.index).reconstruct_n(0, len(self.doc_ids))
+        return vectors @ self.encoder.encode_queries([query])[0]
+
     def save(self, index_dir: str | Path) -> None:
         """Write ``faiss.index`` and ``docs.jsonl`` (the manifest is written by the caller)."""
         import faiss

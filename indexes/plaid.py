@@ -9,7 +9,8 @@ An index directory written by ``build_index("colbert", ...)`` holds::
 Search settings follow colbert-ai's defaults for the requested ``k`` unless given explicitly
 (``ncells``, ``ndocs``, ``centroid_score_threshold``); they are passed on every call.
 
-Example:
+Example (not run as a doctest: it needs a trained ColBERT checkpoint and colbert-ai's C++ extensions,
+compiled once in ~2.5 min; ``tests/test_colbert.py`` runs this path on a tiny model):
     >>> from colmed.indexes.base import build_index, load_index
     >>> from colmed.data.datasets import load_dataset
     >>> ds = load_dataset("../shared/beir/nfcorpus")                                  # doctest: +SKIP
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from colmed.core.errors import InputError
+from colmed.core.io import resolve_model_arg
 from colmed.indexes.base import IndexManifest, Results, read_docs, write_docs
 
 PLAID_SUBDIR = "plaid"
@@ -157,6 +159,8 @@ class PlaidIndex:
         if Path(checkpoint).is_absolute() and not Path(checkpoint).exists():
             raise InputError(f"the index's checkpoint {checkpoint} is gone; pass model=<its new location>",
                              path=self.index_dir / "manifest.json", field="model")
+        # A relative path (from an index built before paths were stored absolute) is never sent to the hub.
+        checkpoint = resolve_model_arg(checkpoint, path=None if model else self.index_dir / "manifest.json")
         self.device = adapter.resolve_device(device)
         self.overrides = {k: v for k, v in (("ncells", ncells), ("ndocs", ndocs),
                                             ("centroid_score_threshold", centroid_score_threshold)) if v is not None}

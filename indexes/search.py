@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import time
 from pathlib import Path
 from typing import Mapping
@@ -54,9 +55,9 @@ def check_search_args(queries: Mapping[str, str] | None, k: int, batch_size: int
     """
     from colmed.core.errors import InputError
 
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise InputError(f"must be at least 1, got {k!r}", field="--k")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise InputError(f"must be at least 1, got {batch_size!r}", field="--batch-size")
     if queries is None:
         return

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,12 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or skip the test where it is absent."""
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"{p} not present (real data lives in ../shared)")
-    return p
+@pytest.fixture
+def shared_path():
+    """``shared_path("beir", "nfcorpus")``: a path under ../shared, or skip the test where it is absent."""
+
+    def resolve(*parts: str) -> Path:
+        p = SHARED.joinpath(*parts)
+        if not p.exists():
+            pytest.skip(f"{p} not present (real data lives in ../shared)")
+        return p
+
+    return resolve
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +62,9 @@ def tiny_st_model_dir(tmp_path_factory, tiny_bert_dir) -> str:
     from sentence_transformers import SentenceTransformer, models
 
     word = models.Transformer(tiny_bert_dir, max_seq_length=64)
-    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    # sentence-transformers 5.x renamed get_word_embedding_dimension; setup.cfg allows >= 3.0.
+    dim = getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension
+    pool = models.Pooling(dim(), pooling_mode="mean")
     st_dir = tmp_path_factory.mktemp("tiny-st") / "st"
     SentenceTransformer(modules=[word, pool]).save(str(st_dir))
     return str(st_dir)
@@ -62,3 +75,62 @@ def sample_dataset_dir() -> Path:
     from colmed.demo import sample_dataset_path
 
     return sample_dataset_path()
+
+
+@contextlib.contextmanager
+def _scripted_llm_server(delay: float = 0.0, fail_first: bool = False, malformed_first: bool = False):
+    seen: dict[str, int] = {}
+    requests: list[dict] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+            user = body["messages"][-1]["content"]
+            passage = re.search(r"<<<\n(.*?)\n>>>", user, re.S).group(1)
+            with lock:
+                n = seen[passage] = seen.get(passage, 0) + 1
+            time.sleep(delay)
+            if fail_first and n == 1:
+                self.send_response(503)
+                self.end_headers()
+                self.wfile.write(b"overloaded")
+                return
+            sentence = next(s for s in re.split(r"(?<=\.)\s+", passage) if len(s.split()) >= 6)
+            query = {"type": "keyword", "query": " ".join(sentence.split()[:6]).lower(), "evidence": sentence,
+                     "relevance": 4}
+            content = "I cannot comply" if (malformed_first and n == 1) else json.dumps({"queries": [query]})
+            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}],
+                               "usage": {"prompt_tokens": 100, "completion_tokens": 20}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.requests = requests
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def scripted_server():
+    """``with scripted_server(delay=0, fail_first=False, malformed_first=False) as base_url:`` an
+    OpenAI-compatible /chat/completions server on 127.0.0.1 whose replies depend only on the prompt.
+
+    It quotes the passage's first long sentence as evidence and its first words as the query, so the
+    replies pass validation. ``fail_first`` answers HTTP 503 and ``malformed_first`` non-JSON to the
+    first request about each passage; ``delay`` seconds pass before each answer.
+    """
+    return _scripted_llm_server

@@ -16,7 +16,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from colmed.cli import main  # noqa: E402
 from colmed.core.errors import InputError  # noqa: E402
-from colmed.eval.benchmark import BenchmarkConfig, RetrieverSpec, run_benchmark  # noqa: E402
+from colmed.core.provenance import git_sha  # noqa: E402
+from colmed.benchmark import BenchmarkConfig, RetrieverSpec, run_benchmark  # noqa: E402
 from colmed.eval.published import check_published  # noqa: E402
 from colmed.data.runs import read_trec  # noqa: E402
 
@@ -63,7 +64,7 @@ def test_table_values_match_metrics_computed_by_hand(tmp_path, data_dir, tiny_st
     table = {row["retriever"]: row for row in csv.DictReader(open(out / "ndcg@10.csv"))}
     long = list(csv.DictReader(open(out / "metrics.csv")))
     for name in ("bm25", "tiny"):
-        run_path = results["cells"]["nfcorpus"][name]["run_path"]
+        run_path = results.cell(name, "nfcorpus").run_path
         expected = _hand_metrics(read_trec(run_path), ds.qrels)
         assert float(table[name]["nfcorpus"]) == pytest.approx(expected["ndcg@10"], abs=1e-6)
         assert float(table[name]["average"]) == pytest.approx(expected["ndcg@10"], abs=1e-6)
@@ -75,9 +76,10 @@ def test_table_values_match_metrics_computed_by_hand(tmp_path, data_dir, tiny_st
     report = (out / "report.md").read_text()
     assert f"{float(table['bm25']['nfcorpus']):.4f} [" in report and "bm25 (baseline)" in report
     assert "Holm" in report and "paired Student's t-test" in report and "self-hits" in report.lower()
-    t = results["vs_baseline"]["nfcorpus"]["tiny"]["ndcg@10"]
-    assert t["p_holm"] >= t["p_value"] and t["delta_ci"][0] <= t["delta"] <= t["delta_ci"][1]
-    assert t["delta"] == pytest.approx(float(table["tiny"]["nfcorpus"]) - float(table["bm25"]["nfcorpus"]), abs=1e-6)
+    t = results.cell("tiny", "nfcorpus").vs_baseline["ndcg@10"]
+    assert t.p_holm >= t.p_value and t.delta_ci[0] <= t.delta <= t.delta_ci[1]
+    assert "ndcg@10" not in results.cell("bm25", "nfcorpus").vs_baseline  # the baseline is not tested against itself
+    assert t.delta == pytest.approx(float(table["tiny"]["nfcorpus"]) - float(table["bm25"]["nfcorpus"]), abs=1e-6)
     for name in ("report.md", "ndcg@10.csv", "metrics.csv", "results.json", "benchmark.png", "manifest.json"):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "manifest.json").read_text())
@@ -117,20 +119,20 @@ def test_adding_a_retriever_reuses_the_cached_ones(tmp_path, data_dir, tiny_st_m
     base = dict(datasets=["nfcorpus"], data_dir=str(data_dir), out=str(out), bootstrap_resamples=200)
     first = run_benchmark(BenchmarkConfig(retrievers=["bm25"], **base), log=_quiet)
     assert built == ["bm25"]
-    run_path = Path(first["cells"]["nfcorpus"]["bm25"]["run_path"])
+    run_path = Path(first.cell("bm25", "nfcorpus").run_path)
     mtime = run_path.stat().st_mtime_ns
 
     second = run_benchmark(BenchmarkConfig(retrievers=["bm25", f"tiny=dense:{tiny_st_model_dir}"], **base),
                            log=_quiet)
     assert built == ["bm25", "dense"]  # only the new retriever was built
-    assert second["cells"]["nfcorpus"]["bm25"]["status"] == "cached"
-    assert second["cells"]["nfcorpus"]["tiny"]["status"] == "built index + searched"
+    assert second.cell("bm25", "nfcorpus").status == "cached"
+    assert second.cell("tiny", "nfcorpus").status == "built index + searched"
     assert run_path.stat().st_mtime_ns == mtime
-    assert second["scores"]["bm25"]["nfcorpus"] == first["scores"]["bm25"]["nfcorpus"]
+    assert second.cell("bm25", "nfcorpus").scores == first.cell("bm25", "nfcorpus").scores
 
     # a different setting is a different cache key: k changes the run, not the index
     third = run_benchmark(BenchmarkConfig(retrievers=["bm25"], k=10, **base), log=_quiet)
-    assert built == ["bm25", "dense"] and third["cells"]["nfcorpus"]["bm25"]["status"] == "searched (index reused)"
+    assert built == ["bm25", "dense"] and third.cell("bm25", "nfcorpus").status == "searched (index reused)"
 
 
 
@@ -139,15 +141,15 @@ def test_benchmarks_sharing_a_cache_dir_compute_a_retriever_once(tmp_path, data_
     base = dict(datasets=["nfcorpus"], data_dir=str(data_dir), cache_dir=str(cache), bootstrap_resamples=200)
     first = run_benchmark(BenchmarkConfig(retrievers=["bm25"], out=str(tmp_path / "a"), **base), log=_quiet)
     second = run_benchmark(BenchmarkConfig(retrievers=["bm25"], out=str(tmp_path / "b"), **base), log=_quiet)
-    assert first["cells"]["nfcorpus"]["bm25"]["status"] != "cached"
-    assert second["cells"]["nfcorpus"]["bm25"]["status"] == "cached"
-    assert second["scores"]["bm25"]["nfcorpus"] == first["scores"]["bm25"]["nfcorpus"]
-    assert Path(second["cells"]["nfcorpus"]["bm25"]["run_path"]).is_relative_to(cache)
+    assert first.cell("bm25", "nfcorpus").status != "cached"
+    assert second.cell("bm25", "nfcorpus").status == "cached"
+    assert second.cell("bm25", "nfcorpus").scores == first.cell("bm25", "nfcorpus").scores
+    assert Path(second.cell("bm25", "nfcorpus").run_path).is_relative_to(cache)
     assert not (tmp_path / "a" / "cache").exists() and (tmp_path / "b" / "report.md").is_file()
     # the cache is keyed by content: the same retriever under another name is not recomputed
     renamed = run_benchmark(BenchmarkConfig(retrievers=["lexical=bm25"], out=str(tmp_path / "c"), **base), log=_quiet)
-    assert renamed["cells"]["nfcorpus"]["lexical"]["status"] == "cached"
-    assert renamed["scores"]["lexical"]["nfcorpus"] == first["scores"]["bm25"]["nfcorpus"]
+    assert renamed.cell("lexical", "nfcorpus").status == "cached"
+    assert renamed.cell("lexical", "nfcorpus").scores == first.cell("bm25", "nfcorpus").scores
 
 def test_prebuilt_index_retriever_applies_only_to_its_own_corpus(tmp_path, data_dir, sample_dataset_dir):
     from colmed.data.datasets import load_beir_folder
@@ -164,9 +166,51 @@ def test_prebuilt_index_retriever_applies_only_to_its_own_corpus(tmp_path, data_
                           datasets=["nfcorpus", "publichealthqa"], data_dir=str(other), out=str(tmp_path / "b"),
                           bootstrap_resamples=200)
     res = run_benchmark(cfg, log=_quiet)
-    assert "nfcorpus" in res["scores"]["tuned"] and "publichealthqa" not in res["scores"]["tuned"]
-    assert res["cells"]["publichealthqa"]["tuned"]["status"] == "not applicable"
+    assert "nfcorpus" in res.scores()["tuned"] and "publichealthqa" not in res.scores()["tuned"]
+    assert res.cell("tuned", "publichealthqa").status == "not applicable"
+    assert res.score("tuned", "publichealthqa") is None and res.score("bm25", "publichealthqa") > 0
     assert "n/a" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_retraining_into_the_same_folder_is_a_new_cache_key(tmp_path, data_dir, tiny_st_model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_st_model_dir, model)
+    base = dict(retrievers=[f"tiny=dense:{model}"], datasets=["nfcorpus"], data_dir=str(data_dir),
+                bootstrap_resamples=100)
+    first = run_benchmark(BenchmarkConfig(out=str(tmp_path / "a"), **base), log=_quiet)
+    again = run_benchmark(BenchmarkConfig(out=str(tmp_path / "a"), **base), log=_quiet)
+    assert again.cell("tiny", "nfcorpus").status == "cached"
+    # "retrain" in this process: new weights written over the old files, same folder, same file sizes
+    import torch
+
+    st = SentenceTransformer(str(model), device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in st.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    st.save(str(model))
+    retrained = run_benchmark(BenchmarkConfig(out=str(tmp_path / "a"), **base), log=_quiet)
+    cell = retrained.cell("tiny", "nfcorpus")
+    assert cell.status == "built index + searched" and cell.run_path != first.cell("tiny", "nfcorpus").run_path
+    assert retrained.retrievers[0].identity["model_hash"] != first.retrievers[0].identity["model_hash"]
+    assert json.loads(Path(cell.run_path + ".json").read_text())["identity"]["model_hash"] == \
+        retrained.retrievers[0].identity["model_hash"]
+
+
+def test_result_to_dict_is_the_results_json(tmp_path, data_dir):
+    result = run_benchmark(BenchmarkConfig(retrievers=["bm25", "again=bm25"], datasets=["nfcorpus"],
+                                           data_dir=str(data_dir), out=str(tmp_path / "b"), bootstrap_resamples=100),
+                           log=_quiet)
+    written = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert written == json.loads(json.dumps(result.to_dict()))
+    assert written["scores"]["again"]["nfcorpus"]["ndcg@10"] == result.score("again", "nfcorpus")
+    t = written["vs_baseline"]["nfcorpus"]["again"]["ndcg@10"]
+    assert (t["delta"], t["significant"]) == (0.0, False)  # the same retriever twice: no difference
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["kind"] == "colmed-benchmark" and manifest["git_sha"] == git_sha()
+    assert set(manifest["inputs"]) == {"datasets", "retrievers"} and "bm25s" in manifest["versions"]
 
 
 def test_retriever_specs_and_config_errors(tmp_path):

@@ -73,7 +73,7 @@ def _records(dev: bool = True) -> list[TripletRecord]:
 def _config(model_dir: Path, triplets: Path, out: Path, **kw) -> BiEncoderTrainingConfig:
     values = dict(base_model=str(model_dir), triplets=str(triplets), out=str(out), batch_size=4,
                   learning_rate=5e-3, epochs=1, max_steps=3, eval_steps=2, logging_steps=1,
-                  query_max_length=16, passage_max_length=32, temperature=0.05,
+                  max_query_length=16, max_doc_length=32, temperature=0.05,
                   query_prompt="query: ", document_prompt="passage: ")
     values.update(kw)
     return BiEncoderTrainingConfig(**values)
@@ -88,7 +88,7 @@ def test_training_saves_a_model_that_reloads_with_changed_embeddings_and_prompts
     triplets = tmp_path / "triplets"
     write_triplets(triplets / "triplets.jsonl", _records())
     out = tmp_path / "ft"
-    result = train_bi_encoder(_config(tiny_model_dir, triplets, out))
+    result = train_bi_encoder(_config(tiny_model_dir, triplets, out, max_steps=4))
 
     texts = ["aspirin for fever", "insulin dosing"]
     before = SentenceTransformer(str(tiny_model_dir)).encode(texts)
@@ -96,7 +96,7 @@ def test_training_saves_a_model_that_reloads_with_changed_embeddings_and_prompts
     after = reloaded.encode(texts)
     assert after.shape == before.shape
     assert not np.allclose(before, after, atol=1e-4), "training did not change the weights"
-    assert result.global_steps == 3
+    assert result.global_steps == 4
     # Prompts travel with the model, so eval-time encoders use what training used.
     assert reloaded.prompts["query"] == "query: " and reloaded.prompts["document"] == "passage: "
     # Trained on 32-token passages, but documents are still read up to the base model's 64 tokens.
@@ -108,13 +108,64 @@ def test_training_saves_a_model_that_reloads_with_changed_embeddings_and_prompts
     assert manifest["data"]["stats"]["train_rows"] == 12 and manifest["data"]["stats"]["dev_queries"] == 4
     assert len(manifest["data"]["sha256"]) == 64
     assert set(manifest["metrics"]["base_dev"]) == {"dev_ndcg@10", "dev_mrr@10", "dev_recall@100"}
-    assert manifest["metrics"]["best_checkpoint"] == "checkpoint-2"  # evals at step 2 only; best kept
+    # Evaluated at steps 2 and 4; the kept checkpoint is the one with the higher dev nDCG@10.
+    history = {h["step"]: h["eval_dev_ndcg@10"] for h in manifest["metrics"]["dev_history"]}
+    assert sorted(history) == [2, 4]
+    best_step = max(history, key=lambda step: (history[step], -step))
+    assert manifest["metrics"]["best_checkpoint"] == f"checkpoint-{best_step}"
+    assert manifest["metrics"]["best_dev"] == pytest.approx(history[best_step])
+    assert manifest["git_sha"] is None or len(manifest["git_sha"].removesuffix("-dirty")) == 40
+    assert manifest["kind"] == "colmed-bi-encoder" and "sentence-transformers" in manifest["versions"]
     card = (out / "README.md").read_text()
     assert "## colmed training" in card and "learning_rate" in card and str(tiny_model_dir) in card
     assert not Path(str(out) + ".checkpoints").exists(), "checkpoints are removed after success"
     # A finished output is never overwritten by accident.
     with pytest.raises(IndexExistsError):
         train_bi_encoder(_config(tiny_model_dir, triplets, out))
+
+
+def test_the_best_checkpoint_is_kept_not_the_last(tiny_model_dir, tmp_path, monkeypatch):
+    """Dev nDCG@10 scripted to peak at the first of two evaluations: the saved model must be that checkpoint."""
+    from sentence_transformers import SentenceTransformer
+
+    from colmed.bi_encoder import dev_eval
+    from colmed.bi_encoder.train import train_bi_encoder
+
+    scripted = iter([0.30, 0.90, 0.50])  # base model, step 2, step 4
+    real_scores = dev_eval.ranx_scores
+
+    def scores(qrels, run, metrics=dev_eval.DEFAULT_METRICS):
+        return {**real_scores(qrels, run, metrics), "ndcg@10": next(scripted)}
+
+    monkeypatch.setattr(dev_eval, "ranx_scores", scores)
+    triplets = tmp_path / "triplets.jsonl"
+    write_triplets(triplets, _records())
+    out, ckpt = tmp_path / "ft", tmp_path / "ckpt"
+    result = train_bi_encoder(_config(tiny_model_dir, triplets, out, max_steps=4, eval_steps=2,
+                                      keep_checkpoints=True, checkpoint_dir=str(ckpt)))
+    assert result.global_steps == 4
+    assert result.base_dev_metrics["dev_ndcg@10"] == 0.30
+    assert result.best_dev_metric == 0.90 and Path(result.best_checkpoint).name == "checkpoint-2"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["best_checkpoint"] == "checkpoint-2"
+    assert [h["eval_dev_ndcg@10"] for h in manifest["metrics"]["dev_history"]] == [0.90, 0.50]
+    texts = ["aspirin for fever", "insulin dosing"]
+    saved = SentenceTransformer(str(out)).encode(texts)
+    np.testing.assert_allclose(saved, SentenceTransformer(str(ckpt / "checkpoint-2")).encode(texts), atol=1e-6)
+    assert not np.allclose(saved, SentenceTransformer(str(ckpt / "checkpoint-4")).encode(texts), atol=1e-4)
+
+
+def test_warmup_ratio_reaches_the_trainer_as_a_fraction_of_all_steps(tmp_path):
+    from colmed.bi_encoder.train import training_arguments
+
+    args = training_arguments(BiEncoderTrainingConfig(batch_size=4, max_steps=40, warmup_ratio=0.25), tmp_path,
+                              num_rows=100)
+    # The scheduler warms up over a quarter of the 40 steps (a float warmup_steps of 0.25 meant "0.25 steps"
+    # before transformers 5).
+    assert args.get_warmup_steps(40) == 10
+    assert args.get_warmup_steps(400) == 100
+    assert training_arguments(BiEncoderTrainingConfig(warmup_ratio=0.0), tmp_path, 100).get_warmup_steps(40) == 0
+    assert (args.per_device_train_batch_size, args.max_steps, args.seed) == (4, 40, 42)
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, tmp_path):
@@ -243,13 +294,31 @@ def test_query_truncation_cuts_at_a_token_boundary():
 def test_medembed_preset_and_yaml_overrides(tmp_path):
     cfg = BiEncoderTrainingConfig.from_preset("medembed", base_model="b", triplets="t", out="o")
     assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.temperature, cfg.scale) == (3, 32, 2e-5, 0.02, 50.0)
-    assert (cfg.query_max_length, cfg.passage_max_length) == (128, 256)
+    assert (cfg.max_query_length, cfg.max_doc_length) == (128, 256)
     y = tmp_path / "c.yaml"
     y.write_text("preset: medembed\nepochs: 1\n")
-    cfg = BiEncoderTrainingConfig.from_yaml(y, learning_rate=1e-5, out="o")
+    cfg = BiEncoderTrainingConfig.from_yaml(y, {"learning_rate": 1e-5, "out": "o"})
     assert (cfg.epochs, cfg.learning_rate, cfg.batch_size) == (1, 1e-5, 32)
+    cfg = BiEncoderTrainingConfig.from_yaml(y, ["batch_size=8", "dev=null", "matryoshka_dims=[64, 128]"])
+    assert (cfg.batch_size, cfg.dev, cfg.matryoshka_dims, cfg.temperature) == (8, None, [128, 64], 0.02)
+    # The generic loader (what colmed.train_dense uses for a YAML path) honours the preset too.
+    from colmed.core.config import from_yaml
+
+    assert from_yaml(BiEncoderTrainingConfig, y).temperature == 0.02
     y.write_text("epochz: 1\n")
-    with pytest.raises(InputError, match="epochz"):
+    with pytest.raises(InputError, match=r"c\.yaml: field 'epochz': unknown setting; known: .*epochs"):
+        BiEncoderTrainingConfig.from_yaml(y)
+    y.write_text("num_negatives: five\n")
+    with pytest.raises(InputError, match=r"c\.yaml: field 'num_negatives': expected an integer, got 'five'"):
+        BiEncoderTrainingConfig.from_yaml(y)
+    y.write_text("keep_checkpoints: 'no'\n")
+    with pytest.raises(InputError, match=r"field 'keep_checkpoints': expected true or false, got 'no'"):
+        BiEncoderTrainingConfig.from_yaml(y)
+    y.write_text("loss: infonce\n")
+    with pytest.raises(InputError, match=r"c\.yaml: field 'loss': expected one of 'mnrl', 'cached_mnrl'"):
+        BiEncoderTrainingConfig.from_yaml(y)
+    y.write_text("warmup_ratio: 10\n")
+    with pytest.raises(InputError, match=r"c\.yaml: field 'warmup_ratio': must be in \[0, 1\)"):
         BiEncoderTrainingConfig.from_yaml(y)
     with pytest.raises(InputError, match="unknown preset"):
         BiEncoderTrainingConfig.from_preset("nope")

@@ -39,15 +39,28 @@ def test_index_search_compare_end_to_end(tmp_path, sample_dataset_dir):
     assert sidecar["split"] == "test" and sidecar["index"]["kind"] == "bm25" and sidecar["k"] == 100
     r = run_cli("search", "--index", idx, "--query", "dry cough lisinopril", "--k", "3")
     assert "htn-02" in r.stdout.splitlines()[0] and "ACE inhibitor cough" in r.stdout
+    # A deliberately worse run: BM25's ranking of each query turned upside down. Same documents, so
+    # recall@100 cannot separate the two; nDCG@10 must, significantly, in BM25's favour only.
+    by_query: dict[str, list[str]] = {}
+    for ln in lines:
+        by_query.setdefault(ln.split()[0], []).append(ln.split()[2])
+    worse = tmp_path / "worse.trec"
+    worse.write_text("".join(f"{q} Q0 {d} {i + 1} {len(docs) - i} worse\n"
+                             for q, docs in by_query.items() for i, d in enumerate(reversed(docs))))
     out = tmp_path / "report"
-    r = run_cli("compare", "--dataset", sample_dataset_dir, "--run", run, "--run", f"again={run}",
+    r = run_cli("compare", "--dataset", sample_dataset_dir, "--run", run, "--run", worse,
                 "--fuse", "rrf", "--test", "fisher", "--out", out)
     assert "ndcg@10" in r.output and "fused-rrf" in r.output
-    report = (out / "report.md").read_text()
-    assert "| a | bm25 |" in report and "Fisher's randomization test" in report
-    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     data = json.loads((out / "comparison.json").read_text())
-    assert data["scores"]["bm25"]["ndcg@10"] == data["scores"]["again"]["ndcg@10"] > 0.5
+    assert data["scores"]["bm25"]["ndcg@10"] > 0.5 > data["scores"]["worse"]["ndcg@10"]
+    assert data["p_values"]["bm25"]["worse"]["ndcg@10"] < 0.05
+    assert "worse" in data["significant"]["bm25"]["ndcg@10"] and data["significant"]["worse"]["ndcg@10"] == []
+    assert data["scores"]["bm25"]["recall@100"] == data["scores"]["worse"]["recall@100"]
+    assert data["significant"]["bm25"]["recall@100"] == [] and data["significant"]["worse"]["recall@100"] == []
+    report = (out / "report.md").read_text()
+    bm25_row = next(row for row in report.splitlines() if row.startswith("| a | bm25 |"))
+    assert f"{data['scores']['bm25']['ndcg@10']:.4f}ᵇ" in bm25_row and "Fisher's randomization test" in report
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path, sample_dataset_dir):

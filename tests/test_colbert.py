@@ -8,6 +8,7 @@ TORCH_EXTENSIONS_DIR, ~2.5 min the first time) and are marked ``colbert``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -124,7 +125,8 @@ def colbert_run(tmp_path_factory, minilm_path, sample_dataset_dir):
         _write_triplets(dataset, triplets)
         ckpt, index = tmp / "ckpt", tmp / "index"
         train_out = _invoke(["train", "colbert", "--triplets", str(triplets), "--base", minilm_path, "--out", str(ckpt),
-                             "--maxsteps", "4", "--bsize", "8", "--doc-maxlen", "64", "--lr", "3e-5", "--quiet"]).output
+                             "--max-steps", "4", "--batch-size", "8", "--max-doc-length", "64", "--learning-rate", "3e-5",
+                             "--warmup-ratio", "0.5", "--quiet"]).output
         index_out = _invoke(["index", "--retriever", "colbert", "--dataset", str(sample_dataset_dir), "--model",
                              str(ckpt), "--nbits", "2", "--doc-maxlen", "96", "--batch-size", "16",
                              "--out", str(index)]).output
@@ -147,6 +149,10 @@ def test_training_writes_a_loadable_colbert_checkpoint_and_manifest(colbert_run,
     assert len(manifest["data"]["sha256"]) == 64 and manifest["versions"]["colbert-ai"] == "0.2.22"
     colbert_settings = json.loads((ckpt / "artifact.metadata").read_text())
     assert (colbert_settings["dim"], colbert_settings["doc_maxlen"], colbert_settings["nway"]) == (128, 64, 3)
+    # The shared trainer vocabulary reached colbert-ai under its own names.
+    assert (colbert_settings["bsize"], colbert_settings["maxsteps"], colbert_settings["lr"],
+            colbert_settings["warmup"]) == (8, 4, 3e-5, 2)
+    assert manifest["config"]["batch_size"] == 8 and manifest["base_model"] == minilm_path
 
     # What PyLate / plain transformers users read: a BERT body plus ColBERT's linear projection.
     from safetensors import safe_open
@@ -270,13 +276,13 @@ def test_long_queries_are_read_to_the_query_maxlen_asked_for(colbert_run):
 def test_benchmark_reads_arguana_queries_to_300_tokens_for_colbert_only(colbert_run, sample_dataset_dir, tmp_path):
     import shutil
 
-    from colmed.eval.benchmark import BenchmarkConfig, run_benchmark
+    from colmed.benchmark import BenchmarkConfig, run_benchmark
 
     # A registered name gives a folder its protocol: this copy of the sample is evaluated as ArguAna.
     shutil.copytree(sample_dataset_dir, tmp_path / "beir" / "arguana")
     config = BenchmarkConfig(retrievers=["bm25=bm25", f"colbert=colbert:{colbert_run['ckpt']}"], datasets=["arguana"],
                              data_dir=str(tmp_path / "beir"), out=str(tmp_path / "bench"), batch_size=16)
-    results = run_benchmark(config, log=lambda line: None)
+    results = run_benchmark(config, log=lambda line: None).to_dict()
     assert results["datasets"] == ["arguana"]
     sidecars = {name: json.loads(Path(cell["run_path"] + ".json").read_text())
                 for name, cell in results["cells"]["arguana"].items()}
@@ -301,14 +307,23 @@ def test_distillation_then_continued_training_from_the_colbert_checkpoint(tmp_pa
                                 "positive_id": f"p{i}", "positive": f"treatment of symptom {i} is rest",
                                 "negative_ids": [f"n{i}"], "negatives": [f"unrelated text number {i}"],
                                 "teacher_scores": [4.0, -1.0]}) + "\n")
-    first = train_colbert(triplets, tmp_path / "distilled", ColbertTrainingConfig(
-        base=tiny_bert_dir, bsize=4, maxsteps=2, doc_maxlen=32, query_maxlen=16, dim=16, distill=True),
-        progress=False)
-    assert first["steps"] == 2 and all(loss == loss for _, loss in first["loss_curve"])  # finite, not NaN
+    first = train_colbert(ColbertTrainingConfig(
+        base_model=tiny_bert_dir, triplets=str(triplets), out=str(tmp_path / "distilled"), batch_size=4, max_steps=2,
+        max_doc_length=32, max_query_length=16, dim=16, distill=True, use_ib_negatives=False), progress=False)
+    # Without in-batch negatives the loss is colbert-ai's KL divergence to the teacher: finite and >= 0.
+    assert first["steps"] == 2 and all(math.isfinite(loss) and loss >= -1e-6 for _, loss in first["loss_curve"])
     settings = json.loads((tmp_path / "distilled" / "artifact.metadata").read_text())
     assert settings["ignore_scores"] is False and settings["dim"] == 16
+    from safetensors import safe_open
+    from transformers import BertModel
+
+    with safe_open(str(tmp_path / "distilled" / "model.safetensors"), "pt") as f:
+        distilled_word = f.get_tensor("bert.embeddings.word_embeddings.weight")
+    base_word = BertModel.from_pretrained(tiny_bert_dir).embeddings.word_embeddings.weight
+    assert not torch.equal(base_word, distilled_word), "distillation did not update the encoder"
     # A ColBERT checkpoint as --base keeps its projection size unless --dim says otherwise.
-    second = train_colbert(triplets, tmp_path / "continued", ColbertTrainingConfig(
-        base=str(tmp_path / "distilled"), bsize=4, maxsteps=1, doc_maxlen=32, query_maxlen=16), progress=False)
+    second = train_colbert(ColbertTrainingConfig(
+        base_model=str(tmp_path / "distilled"), triplets=str(triplets), out=str(tmp_path / "continued"),
+        batch_size=4, max_steps=1, max_doc_length=32, max_query_length=16), progress=False)
     assert second["steps"] == 1
     assert json.loads((tmp_path / "continued" / "artifact.metadata").read_text())["dim"] == 16

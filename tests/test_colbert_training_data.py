@@ -28,7 +28,7 @@ def _write(path: Path, records: list[dict]) -> Path:
 
 def _prepare(path: Path, **config):
     triplets_path, records = read_triplet_records(path)
-    return prepare_triplets(triplets_path, records, ColbertTrainingConfig(base="x", bsize=2, **config))
+    return prepare_triplets(triplets_path, records, ColbertTrainingConfig(base_model="x", batch_size=2, **config))
 
 
 def test_auto_nway_uses_smallest_negative_count_and_ids_become_positions(tmp_path):
@@ -71,7 +71,7 @@ def test_no_negatives_or_less_than_one_batch_is_a_clear_error(tmp_path):
         _prepare(_write(tmp_path / "a.jsonl", [_record(0, 0), _record(1, 0)]))
     with pytest.raises(InputError, match="fewer than one batch"):
         triplets_path, records = read_triplet_records(_write(tmp_path / "b.jsonl", [_record(0)]))
-        prepare_triplets(triplets_path, records, ColbertTrainingConfig(base="x", bsize=4))
+        prepare_triplets(triplets_path, records, ColbertTrainingConfig(base_model="x", batch_size=4))
 
 
 def test_malformed_triplet_line_is_reported_with_file_and_line(tmp_path):
@@ -83,12 +83,37 @@ def test_malformed_triplet_line_is_reported_with_file_and_line(tmp_path):
 
 def test_yaml_config_then_flags(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("base: some/model\nbsize: 8\nlr: 3.0e-5\n", encoding="utf-8")
-    config = ColbertTrainingConfig.from_yaml(cfg).merged(bsize=4, lr=None)
-    assert (config.base, config.bsize, config.lr) == ("some/model", 4, 3e-5)
-    cfg.write_text("bsize: 8\nlearning_rate: 1\n", encoding="utf-8")
-    with pytest.raises(InputError, match="field 'learning_rate'"):
+    cfg.write_text("base_model: some/model\nbatch_size: 8\nlearning_rate: 3e-5\nmax_steps: 40\n", encoding="utf-8")
+    config = ColbertTrainingConfig.from_yaml(cfg, {"batch_size": 4})
+    assert (config.base_model, config.batch_size, config.learning_rate, config.max_steps) == ("some/model", 4, 3e-5, 40)
+    config = ColbertTrainingConfig.from_yaml(cfg, ["warmup_ratio=0.25", "dim=null"])
+    assert config.warmup_ratio == 0.25 and config.dim is None
+    # colbert-ai's own names are not config keys: the error lists the shared vocabulary.
+    cfg.write_text("bsize: 8\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"c\.yaml: field 'bsize': unknown setting; known: .*batch_size"):
         ColbertTrainingConfig.from_yaml(cfg)
+    cfg.write_text("max_steps: five\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"c\.yaml: field 'max_steps': expected an integer, got 'five'"):
+        ColbertTrainingConfig.from_yaml(cfg)
+    cfg.write_text("distill: 'no'\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"c\.yaml: field 'distill': expected true or false, got 'no'"):
+        ColbertTrainingConfig.from_yaml(cfg)
+    cfg.write_text("max_query_length: 2\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"c\.yaml: field 'max_query_length': must be >= 4"):
+        ColbertTrainingConfig.from_yaml(cfg)
+
+
+def test_shared_vocabulary_maps_to_colbert_ai_names():
+    from colmed.colbert.training import colbert_settings
+
+    config = ColbertTrainingConfig(base_model="m", batch_size=16, learning_rate=3e-5, max_steps=200,
+                                   warmup_ratio=0.1, max_doc_length=96, max_query_length=24)
+    settings = colbert_settings(config, nway=3)
+    assert {k: settings[k] for k in ("bsize", "lr", "maxsteps", "warmup", "doc_maxlen", "query_maxlen", "nway")} == \
+        {"bsize": 16, "lr": 3e-5, "maxsteps": 200, "warmup": 20, "doc_maxlen": 96, "query_maxlen": 24, "nway": 3}
+    assert colbert_settings(ColbertTrainingConfig(base_model="m"), nway=2)["warmup"] is None
+    # max_steps -1 trains for `epochs` passes: 2.5 epochs of 10 examples in batches of 4 -> 7 steps.
+    assert ColbertTrainingConfig(base_model="m", max_steps=-1, epochs=2.5, batch_size=4).total_steps(10) == 7
 
 
 def test_train_cli_refuses_to_overwrite_before_doing_any_work(tmp_path):
@@ -105,8 +130,20 @@ def test_train_cli_refuses_to_overwrite_before_doing_any_work(tmp_path):
 
 def test_train_cli_rejects_bad_settings_with_the_field(tmp_path):
     triplets = _write(tmp_path / "t.jsonl", [_record(i) for i in range(4)])
-    result = CliRunner().invoke(main, ["train", "colbert", "--triplets", str(triplets), "--base", "m",
-                                       "--out", str(tmp_path / "o"), "--nway", "1"])
+    base = ["train", "colbert", "--triplets", str(triplets), "--base", "m", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(main, [*base, "--nway", "1"])
     assert result.exit_code == 2
     assert "error: field 'nway': must be >= 2" in result.output
+    # colbert-ai's flag spellings still reach the shared names.
+    result = CliRunner().invoke(main, [*base, "--bsize", "0"])
+    assert result.exit_code == 2 and "field 'batch_size': must be >= 1" in result.output
+    result = CliRunner().invoke(main, [*base, "--maxsteps", "0"])
+    assert result.exit_code == 2 and "field 'max_steps': must be >= 1" in result.output
+    # The old --warmup counted steps: 12 of 10 steps is a ratio above 1, refused by the shared check.
+    result = CliRunner().invoke(main, [*base, "--maxsteps", "10", "--warmup", "12"])
+    assert result.exit_code == 2 and "field 'warmup_ratio': must be in [0, 1), got 1.2" in result.output
+    result = CliRunner().invoke(main, [*base, "--bsize", "4", "--batch-size", "8"])
+    assert result.exit_code == 2 and "--bsize 4 contradicts --batch-size 8" in result.output
+    result = CliRunner().invoke(main, ["train", "colbert", "--triplets", str(triplets), "--base", "m"])
+    assert result.exit_code == 2 and "field 'out': required" in result.output
     assert not (tmp_path / "o").exists()

@@ -171,7 +171,9 @@ def test_miner_guard_drops_near_duplicates_of_the_positive_and_same_note_passage
     mined = miner.mine({"q": "warfarin INR 3.4 atrial fibrillation"}, {"q": "p#0"})["q"]
     assert "p#0" not in mined.negative_ids and "p#1" not in mined.negative_ids
     assert "dup#0" not in mined.negative_ids, "a near-duplicate of the positive is a false negative"
-    assert mined.negative_ids[:2] == ["y#0", "x#0"] or set(mined.negative_ids) >= {"x#0", "y#0"}
+    # Ranked by score: y#0 shares "atrial fibrillation" (two query terms), x#0 only "warfarin".
+    assert mined.negative_ids == ["y#0", "x#0"] and mined.negative_ranks == [3, 5]
+    assert mined.negative_scores == sorted(mined.negative_scores, reverse=True)
     assert all(s <= mined.positive_score * 0.95 for s in mined.negative_scores)
     assert mined.positive_rank in (1, 2)
     assert miner.counts["same_note"] == 1 and miner.counts["relative_margin"] >= 1
@@ -220,14 +222,22 @@ def test_miner_with_a_plain_retriever():
 
 
 def test_dense_miner_with_minilm(minilm_path):
-    from colmed.data_gen.mining import DenseRetriever
+    import numpy as np
+
+    from colmed.data_gen.mining import dense_retriever
+    from colmed.indexes.dense import DenseIndex
 
     ids = ["a#0", "b#0", "c#0", "d#0"]
     texts = ["Warfarin anticoagulation for atrial fibrillation", "Insulin therapy in type 1 diabetes",
              "Metformin for type 2 diabetes", "Inhaled albuterol for asthma"]
-    retriever = DenseRetriever.from_model(minilm_path, ids, texts, device="cpu")
+    retriever = dense_retriever(minilm_path, ids, texts, device="cpu")
+    assert isinstance(retriever, DenseIndex)  # the index layer's exact (flat) search, held in memory
+    query = "metformin tablets for type 2 diabetes"
+    scores = retriever.get_scores(query)  # exact scores agree with the index's search
+    hits = retriever.search({"q": query}, k=4)["q"]
+    assert np.allclose([hits[d] for d in ids], scores, atol=1e-5)
     mined = HardNegativeMiner(retriever, num_negatives=2, range_max=3, relative_margin=0.05).mine(
-        {"q": "metformin tablets for type 2 diabetes"}, {"q": "c#0"})["q"]
+        {"q": query}, {"q": "c#0"})["q"]
     assert mined.positive_rank == 1 and mined.negative_ids
     threshold = mined.positive_score - abs(mined.positive_score) * 0.05
     assert all(s <= threshold for s in mined.negative_scores)
@@ -307,10 +317,18 @@ def test_pipeline_end_to_end(notes_file, tmp_path):
     assert "bm25s" in m["versions"] and m["counts"]["notes"]["read"] == len(TOPICS)
     assert not (out / "_work").exists() and not Path(str(out) + ".partial").exists()
 
+    from colmed.core.provenance import git_sha
+
+    assert m["git_sha"] == git_sha() and m["kind"] == "colmed-triplets" and m["created"]
+
     with pytest.raises(IndexExistsError):
         TripletPipeline(small_config(notes_file, out)).run()
     again = TripletPipeline(small_config(notes_file, out, overwrite=True)).run()
     assert again["counts"]["records"] == manifest["counts"]["records"]
+    # The overwrite swapped one finished folder for another: no partial, temp or old folder is left beside it.
+    leftovers = [p.name for p in out.parent.iterdir() if any(x in p.name for x in (".partial", ".building", ".old"))]
+    assert leftovers == []
+    assert json.loads((out / "manifest.json").read_text())["created"] == again["created"]
 
 
 def test_round_trip_filter_and_length_filter_are_counted(notes_file, tmp_path):
@@ -370,14 +388,18 @@ def test_cli_generate_and_bad_input(notes_file, tmp_path):
     bad.write_text("negatives_typo: 3\n")
     err = _cli("generate", "--config", str(bad), "--notes", str(notes_file), "--out", str(tmp_path / "x"))
     assert err.returncode == 2 and "negatives_typo" in err.stderr and len(err.stderr.strip().splitlines()) == 1
+    # A value of the wrong type fails at load, naming the file and the field, before anything is written.
+    bad.write_text("num_negatives: five\n")
+    err = _cli("generate", "--config", str(bad), "--notes", str(notes_file), "--out", str(tmp_path / "x"))
+    assert err.returncode == 2 and len(err.stderr.strip().splitlines()) == 1
+    assert f"{bad}: field 'num_negatives': expected an integer, got 'five'" in err.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
 
 
 @pytest.mark.timeout(120)
-def test_kill_minus_9_and_resume_loses_and_duplicates_nothing(notes_file, tmp_path):
+def test_kill_minus_9_and_resume_loses_and_duplicates_nothing(notes_file, tmp_path, scripted_server):
     """kill -9 the CLI at several moments; re-running the same command ends with the same records as
     an uninterrupted run, each exactly once."""
-    from test_data_gen_llm import scripted_server
-
     with scripted_server(delay=0.15) as url:
         common = ["generate", "--notes", str(notes_file), "--generator", "llm", "--backend", "openai",
                   "--base-url", url, "--model", "m", "--chunk-words", "60", "--batch-notes", "1", "--concurrency", "1",

@@ -4,13 +4,8 @@ tiny randomly initialised causal LM."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -175,59 +170,7 @@ def test_pipeline_filters_llm_queries_and_writes_rejects(tmp_path):
 
 # ------------------------------------------------------------------ openai backend against a local server
 
-@contextlib.contextmanager
-def scripted_server(delay: float = 0.0, fail_first: bool = False, malformed_first: bool = False):
-    """An OpenAI-compatible /chat/completions server on 127.0.0.1 whose replies depend only on the prompt.
-
-    It quotes the passage's first long sentence as evidence and its first words as the query, so the
-    replies pass validation. ``fail_first`` answers HTTP 503 and ``malformed_first`` non-JSON to the
-    first request about each passage.
-    """
-    seen: dict[str, int] = {}
-    requests: list[dict] = []
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with lock:
-                requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-            user = body["messages"][-1]["content"]
-            passage = re.search(r"<<<\n(.*?)\n>>>", user, re.S).group(1)
-            with lock:
-                n = seen[passage] = seen.get(passage, 0) + 1
-            time.sleep(delay)
-            if fail_first and n == 1:
-                self.send_response(503)
-                self.end_headers()
-                self.wfile.write(b"overloaded")
-                return
-            sentence = next(s for s in re.split(r"(?<=\.)\s+", passage) if len(s.split()) >= 6)
-            content = "I cannot comply" if (malformed_first and n == 1) else reply(
-                query=" ".join(sentence.split()[:6]).lower(), evidence=sentence, relevance=4)
-            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}],
-                               "usage": {"prompt_tokens": 100, "completion_tokens": 20}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.requests = requests
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_openai_backend_retries_http_errors_and_sends_schema(monkeypatch):
+def test_openai_backend_retries_http_errors_and_sends_schema(monkeypatch, scripted_server):
     from colmed.data_gen.backends.openai_backend import OpenAIBackend
 
     with scripted_server(fail_first=True) as url:
@@ -242,24 +185,20 @@ def test_openai_backend_retries_http_errors_and_sends_schema(monkeypatch):
     assert failed.text is None and "gave up after 2 attempts" in failed.error
 
 
-def test_openai_backend_end_to_end_through_the_pipeline(tmp_path):
+def test_openai_backend_end_to_end_through_the_pipeline(tmp_path, scripted_server):
     notes = tmp_path / "notes.jsonl"
     notes.write_text("".join(json.dumps({"id": f"n{i}", "text": TEXT + f" Visit number {i} was for a check of "
                                                                        f"condition {i} in the left knee."}) + "\n"
                              for i in range(5)))
     with scripted_server(malformed_first=True) as url:
-        from colmed.data_gen.backends.openai_backend import OpenAIBackend
-
         cfg = GenerateConfig(notes=str(notes), out=str(tmp_path / "out"), generator="llm", backend="openai",
                              base_url=url, model="served", min_chunk_words=5, num_negatives=2, range_max=4,
                              progress=False, relative_margin=None, dedup=False)
         m = TripletPipeline(cfg).run()
     assert m["counts"]["records"]["total"] == 5 and m["counts"]["generation"]["generator"]["retries"] == 5
     assert m["throughput"]["prompt_tokens"] == 1000  # 5 malformed + 5 good replies, 100 prompt tokens each
-    body = None
     for r in read_triplets(tmp_path / "out"):
         assert r.evidence in r.positive and r.generator == "llm:openai"
-    del body
 
 
 # ------------------------------------------------------------------ transformers backend, tiny random causal LM

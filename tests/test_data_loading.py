@@ -8,7 +8,6 @@ import pytest
 
 from colmed.core.errors import InputError
 from colmed.data.datasets import load_beir_folder, load_dataset
-from tests.conftest import shared_path
 
 
 def write_beir(root, corpus, queries, qrels, split="test"):
@@ -102,7 +101,7 @@ def test_hub_name_offline_is_one_line_error():
         load_dataset("BeIR/definitely-not-a-dataset-colmed")
 
 
-def test_real_nfcorpus_and_arguana_defect():
+def test_real_nfcorpus_and_arguana_defect(shared_path):
     nf = load_dataset(shared_path("beir", "nfcorpus"))
     assert (len(nf.corpus), len(nf.queries)) == (3633, 323)
     arguana = load_dataset(shared_path("beir", "arguana"))

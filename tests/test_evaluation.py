@@ -36,7 +36,7 @@ def test_self_hits_are_excluded_without_mutating_the_run():
     qrels = {"a1": {"a2": 1}}
     run = {"a1": {"a1": 10.0, "a2": 5.0}}
     assert evaluate_run(qrels, run, ["mrr@10"])["mrr@10"] == pytest.approx(0.5)
-    assert evaluate_run(qrels, run, ["mrr@10"], exclude_self=True)["mrr@10"] == pytest.approx(1.0)
+    assert evaluate_run(qrels, run, ["mrr@10"], exclude_self_hits=True)["mrr@10"] == pytest.approx(1.0)
     assert run == {"a1": {"a1": 10.0, "a2": 5.0}}
     assert exclude_self_hits(run) == {"a1": {"a2": 5.0}}
 
@@ -75,3 +75,39 @@ def test_protocol_mismatch_names_the_field():
     with pytest.raises(ProtocolMismatchError, match="field 'k' is 100 in a but 10 in b"):
         check_comparable({"a": {"split": "test", "k": 100}, "b": {"split": "test", "k": 10}})
     check_comparable({"a": {"split": "test", "k": 100}, "b": None})
+
+
+def test_evaluate_run_applies_the_dataset_protocol_unless_told_otherwise():
+    from colmed.data.datasets import RetrievalDataset
+
+    qrels = {"a1": {"a2": 1}, "a3": {"a4": 1}}
+    run = {"a1": {"a1": 9.0, "a2": 5.0}, "a3": {"a3": 9.0, "a4": 5.0}}  # each query's own id ranks first
+    arguana = RetrievalDataset("arguana", {}, {"a1": "x", "a3": "y"}, qrels)
+    other = RetrievalDataset("my-notes", {}, {"a1": "x", "a3": "y"}, qrels)
+    assert evaluate_run(arguana, run, ["mrr@10"])["mrr@10"] == pytest.approx(1.0)  # ArguAna: self-hits dropped
+    assert evaluate_run(arguana, run, ["mrr@10"], exclude_self_hits=False)["mrr@10"] == pytest.approx(0.5)
+    assert evaluate_run(other, run, ["mrr@10"])["mrr@10"] == pytest.approx(0.5)  # no protocol: kept
+    assert evaluate_run(other, run, ["mrr@10"], exclude_self_hits=True)["mrr@10"] == pytest.approx(1.0)
+    assert compare_runs(arguana, {"r": run}, ["mrr@10"], confidence=None).scores["r"]["mrr@10"] == pytest.approx(1.0)
+
+
+def test_compare_trec_runs_reads_sidecars_and_records_the_protocol(tmp_path):
+    from colmed.data.datasets import RetrievalDataset
+    from colmed.eval.compare import compare_trec_runs
+
+    qrels = {f"q{i}": {"good": 1} for i in range(30)}
+    ds = RetrievalDataset("arguana", {}, {q: q for q in qrels}, qrels, fingerprint="fp", qrels_hash="qh")
+    write_trec(tmp_path / "strong.trec", {q: {q: 3.0, "good": 2.0, "bad": 1.0} for q in qrels})
+    write_trec(tmp_path / "weak.trec", {q: {"bad": 2.0, "good": 1.0} for q in qrels})
+    comp = compare_trec_runs(ds, [tmp_path / "strong.trec", f"w={tmp_path / 'weak.trec'}"], metrics=["mrr@10"])
+    assert comp.names == ["strong", "w"] and comp.significant["strong"]["mrr@10"] == ["w"]
+    assert comp.scores["strong"]["mrr@10"] == pytest.approx(1.0)  # ArguAna protocol: own ids dropped
+    assert comp.protocol["self_hits"].startswith("excluded") and "paired" in comp.protocol["significance_test"]
+    kept = compare_trec_runs(ds, {"strong": tmp_path / "strong.trec"}, metrics=["mrr@10"], exclude_self_hits=False)
+    assert kept.scores["strong"]["mrr@10"] == pytest.approx(0.5) and kept.protocol["self_hits"] == "kept"
+    (tmp_path / "weak.trec.json").write_text('{"split": "test", "k": 10}')
+    (tmp_path / "strong.trec.json").write_text('{"split": "test", "k": 100}')
+    with pytest.raises(ProtocolMismatchError, match="field 'k'"):
+        compare_trec_runs(ds, [tmp_path / "strong.trec", tmp_path / "weak.trec"])
+    with pytest.raises(InputError, match="two runs are named 'strong'"):
+        compare_trec_runs(ds, [tmp_path / "strong.trec", f"strong={tmp_path / 'weak.trec'}"])

@@ -11,7 +11,6 @@ from colmed.core.errors import IndexExistsError, InputError
 from colmed.data.datasets import Document, RetrievalDataset, load_dataset
 from colmed.eval.evaluation import evaluate_run
 from colmed.indexes.base import IndexManifest, build_index, load_index
-from tests.conftest import shared_path
 
 DOCS = {"a-1": Document("a-1", "aspirin lowers fever and pain", "Aspirin"),
         "b-2": Document("b-2", "insulin treats type 1 diabetes"),
@@ -69,7 +68,7 @@ def test_hnsw_and_ivfpq_record_ann_recall(tmp_path):
     assert ann_recall(crippled, exact, vecs[:50], 10) < 0.9
 
 
-def test_bm25_reproduces_published_nfcorpus_figure(tmp_path):
+def test_bm25_reproduces_published_nfcorpus_figure(tmp_path, shared_path):
     ds = load_dataset(shared_path("beir", "nfcorpus"))
     build_index("bm25", ds, tmp_path / "nf")
     run = load_index(tmp_path / "nf").search(ds.queries, k=100)

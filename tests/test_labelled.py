@@ -27,3 +27,40 @@ def test_labelled_split_to_triplets(tmp_path, sample_dataset_dir):
         splits.setdefault(rec.note_id, set()).add(rec.split)
     assert all(len(s) == 1 for s in splits.values()) and {"train", "dev"} <= set.union(*splits.values())
     assert (out / "export" / "colbert").is_dir() and (out / "manifest.json").is_file()
+
+
+def test_positives_per_query_are_capped_highest_grades_first(sample_dataset_dir):
+    from colmed.data.datasets import load_dataset
+    from colmed.data_gen.labelled import labelled_records
+
+    ds = load_dataset(sample_dataset_dir)
+    assert max(len(v) for v in ds.qrels.values()) == 3  # so a cap of 2 binds on some queries and not others
+    recs, counts = labelled_records(ds, num_negatives=2, max_positives_per_query=2, progress=False)
+    by_query: dict[str, list] = {}
+    for rec in recs:
+        by_query.setdefault(rec.note_id, []).append(rec)
+    for qid, judged in ds.qrels.items():
+        kept = [r.positive_id for r in by_query.get(qid, [])]
+        expected = sorted(judged, key=lambda d: (-judged[d], d))[:2]  # highest grade first, then by id
+        assert kept == expected
+    assert counts["pairs_judged"] == sum(len(v) for v in ds.qrels.values())
+    assert counts["pairs_kept"] == len(recs) == sum(min(len(v), 2) for v in ds.qrels.values())
+    assert counts["pairs_kept"] < counts["pairs_judged"]
+
+
+def test_labelled_and_mined_negatives_share_one_margin_guard(sample_dataset_dir):
+    """Every kept negative scores at most pos - |pos| * margin: the guard of colmed.data_gen.mining.apply_margin."""
+    from colmed.data.datasets import load_dataset
+    from colmed.data_gen.labelled import labelled_records
+    from colmed.data_gen.mining import apply_margin
+
+    ds = load_dataset(sample_dataset_dir)
+    guarded, counts = labelled_records(ds, num_negatives=3, relative_margin=0.5, progress=False)
+    unguarded, _ = labelled_records(ds, num_negatives=3, relative_margin=None, progress=False)
+    assert counts["relative_margin"] > 0
+    for g, u in zip(guarded, unguarded):
+        # The unguarded top 3 that pass the guard are the first of the guarded negatives.
+        passing = [c[0] for c in apply_margin(list(zip(u.negative_ids, u.negative_scores)), g.positive_score,
+                                              relative_margin=0.5)]
+        assert g.negative_ids[:len(passing)] == passing
+        assert all(s <= g.positive_score - abs(g.positive_score) * 0.5 for s in g.negative_scores)

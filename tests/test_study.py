@@ -16,9 +16,9 @@ import yaml
 from click.testing import CliRunner
 
 from colmed.cli import main
-from colmed.study import StudyConfig, apply_overrides, build_stages
+from colmed.study import (StudyConfig, apply_overrides, build_stages, restore_generate_stage, save_generate_stage,
+                          stage_config_path, write_stage_configs)
 from colmed.core.errors import InputError
-from tests.test_data_gen_llm import scripted_server
 
 TOPICS = ["hypertension on lisinopril with a dry cough", "type 2 diabetes started on metformin 500 mg",
           "asthma exacerbation treated with albuterol and prednisone", "atrial fibrillation on apixaban",
@@ -56,10 +56,11 @@ def tiny_config(tmp_path, tiny_st_model_dir, tiny_bert_dir, sample_dataset_dir, 
 
 
 def test_config_overrides_and_errors(tmp_path):
-    cfg = apply_overrides(StudyConfig(), ["data.num_notes=5", "colbert.enabled=false", "colmed.bi_encoder.args.lr=1e-4"])
+    cfg = apply_overrides(StudyConfig(), ["data.num_notes=5", "colbert.enabled=false", "bi_encoder.args.lr=1e-4"])
     assert cfg.data.num_notes == 5 and not cfg.colbert.enabled and cfg.bi_encoder.args["lr"] == 1e-4
+    assert cfg.colbert.args == StudyConfig().colbert.args  # a section's other keys keep their defaults
     assert [s.name for s in build_stages(cfg)] == ["generate", "train-bi-encoder", "benchmark"]
-    with pytest.raises(InputError, match="unknown setting 'data.nope'"):
+    with pytest.raises(InputError, match="field 'data.nope': unknown setting"):
         apply_overrides(cfg, ["data.nope=1"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  num_notes: 5\n  typo_key: 1\n")
@@ -67,8 +68,60 @@ def test_config_overrides_and_errors(tmp_path):
         StudyConfig.from_yaml(bad)
 
 
+@pytest.mark.parametrize("yaml_text, overrides, message", [
+    ("benchmark:\n  datasets: nfcorpus\n", [], "field 'benchmark.datasets': expected a list of strings, got 'nfcorpus'"),
+    ("data:\n  negatives: five\n", [], "field 'data.negatives': expected an integer, got 'five'"),
+    ("seed: 13\n", ["data.negatives=five"], "field 'data.negatives': expected an integer, got 'five'"),
+    ("colbert:\n  enabled: 'no'\n", [], "field 'colbert.enabled': expected true or false, got 'no'"),
+])
+def test_wrong_types_fail_at_load_naming_file_and_field(tmp_path, yaml_text, overrides, message):
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(InputError) as err:
+        StudyConfig.from_yaml(config, overrides)
+    assert str(err.value) == f"{config}: {message}"
+    # The CLI stops before any stage: one line, exit code 2, nothing written.
+    out = tmp_path / "study-out"
+    r = CliRunner().invoke(main, ["study", "--config", str(config), "--out", str(out), "--dry-run",
+                                  *sum((["--set", o] for o in overrides), [])])
+    assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_set_overrides_reach_the_stage_commands(tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({"out": str(tmp_path / "s"), "data": {"negatives": 5}}))
+    cfg = StudyConfig.from_yaml(config, ["data.negatives=3", "benchmark.datasets=[nfcorpus, scifact]"])
+    assert cfg.data.negatives == 3 and cfg.benchmark.datasets == ["nfcorpus", "scifact"]
+    stages = {s.name: s for s in build_stages(cfg)}
+    gen = [str(a) for a in stages["generate"].command]
+    assert gen[gen.index("--negatives") + 1] == "3"
+    bench = [str(a) for a in stages["benchmark"].command]
+    assert [bench[i + 1] for i, a in enumerate(bench) if a == "--dataset"] == ["nfcorpus", "scifact"]
+
+
+def test_each_stage_runs_the_command_its_serialised_settings_build(tmp_path):
+    """stage_config.json holds the typed settings; rebuilding them gives back exactly the stage's command."""
+    from colmed.core.config import from_dict
+    import colmed.study as study
+
+    cfg = StudyConfig.from_dict({"out": str(tmp_path / "s"), "data": {"source": "labelled"},
+                                 "colbert": {"args": {"maxsteps": 7}}})
+    stages = build_stages(cfg)
+    write_stage_configs(stages)
+    for stage in stages:
+        saved = json.loads(stage_config_path(stage).read_text())
+        assert saved["stage"] == stage.name and saved["command"] == [str(a) for a in stage.command]
+        rebuilt = from_dict(getattr(study, saved["kind"]), saved["settings"])
+        assert rebuilt == stage.settings and rebuilt.argv() == stage.command
+    colbert = json.loads(stage_config_path(stages[2]).read_text())
+    assert colbert["kind"] == "TrainStageConfig" and colbert["settings"]["args"] == {"maxsteps": 7}
+    assert colbert["settings"]["family"] == "colbert"
+
+
 @pytest.mark.colbert
-def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir, tiny_bert_dir, sample_dataset_dir):
+def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir, tiny_bert_dir, sample_dataset_dir,
+                                                    scripted_server):
     with scripted_server() as base_url:
         config = tiny_config(tmp_path, tiny_st_model_dir, tiny_bert_dir, sample_dataset_dir, base_url)
         runner = CliRunner()
@@ -85,15 +138,23 @@ def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir,
         assert set(results["scores"]) == {"bm25", "dense-base", "dense-trained", "colbert-base", "colbert-trained"}
         assert all(v for v in results["scores"].values())
         manifest = json.loads((out / "manifest.json").read_text())
-        assert manifest["git_sha"] is None or len(manifest["git_sha"]) >= 40
-        assert set(manifest["stages"]) == {"generate", "train-bi-encoder", "train-colbert", "benchmark"}
+        from colmed.core.provenance import git_sha, sha256_file
 
-        # Re-running finishes at once: every stage is cached, and the benchmark tables are unchanged.
-        t0 = time.perf_counter()
+        # Provenance: the same git sha as the checkout, versions, the notes' hash, the config, a time.
+        assert manifest["git_sha"] == git_sha()
+        assert manifest["versions"]["python"] and manifest["versions"]["colmed"]
+        notes = yaml.safe_load(config.read_text())["data"]["notes"]
+        assert manifest["inputs"] == {notes: sha256_file(notes)}
+        assert manifest["config"]["data"]["negatives"] == 2 and manifest["created"]
+        assert set(manifest["stages"]) == {"generate", "train-bi-encoder", "train-colbert", "benchmark"}
+        markers = {p: p.read_text() for p in (out / "stages").glob("*.stage.json")}
+        assert len(markers) == 3
+
+        # Re-running runs nothing: every stage is cached, no marker is rewritten, the tables are unchanged.
         r2 = runner.invoke(main, ["study", "--config", str(config)], catch_exceptions=False)
-        assert r2.exit_code == 0 and r2.output.count("cached") == 4
+        assert r2.exit_code == 0 and r2.output.count("cached") == 4 and "running" not in r2.output
+        assert {p: p.read_text() for p in markers} == markers
         assert json.loads((out / "benchmark" / "results.json").read_text())["scores"] == results["scores"]
-        assert time.perf_counter() - t0 < 60
 
         # Changing a late setting re-runs only what depends on it.
         dry = runner.invoke(main, ["study", "--config", str(config), "--set", "colbert.args.maxsteps=3", "--dry-run"])
@@ -141,34 +202,39 @@ def test_shipped_study_configs_plan_commands_their_cli_accepts(config):
 
 def test_published_generate_stage_is_restored_only_for_the_stage_that_made_it(tmp_path):
     """bench/study_reference.py --generated: a study reruns without its LLM only from matching triplets."""
-    import importlib.util
     import shutil
 
-    script = Path(__file__).parent.parent / "bench" / "study_reference.py"
-    spec = importlib.util.spec_from_file_location("study_reference", script)
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
-    notes = write_notes(tmp_path / "notes.jsonl", n=3)
-    config = tmp_path / "study.yaml"
-    config.write_text(yaml.safe_dump({"data": {"notes": str(notes), "num_notes": 3}}))
-    main_dir, published = tmp_path / "main", tmp_path / "published"
+    from colmed.stages import StageRunner
 
+    notes = write_notes(tmp_path / "notes.jsonl", n=3)
+    main_dir, published = tmp_path / "main", tmp_path / "published"
+    cfg = StudyConfig.from_dict({"out": str(main_dir), "data": {"notes": str(notes), "num_notes": 3}})
+
+    def generate_stage():
+        runner = StageRunner(build_stages(cfg))
+        return runner, runner.by_name["generate"]
+
+    with pytest.raises(InputError, match="has not finished"):
+        save_generate_stage(cfg, published)
     # A finished generate stage, as `colmed study` leaves it.
-    runner, stage = ref._generate_stage(str(config), main_dir)
+    runner, stage = generate_stage()
     (Path(stage.out_dir) / "train").mkdir(parents=True)
     (Path(stage.out_dir) / "train" / "triplets.jsonl").write_text('{"query": "q"}\n')
     runner.marker(stage).write_text(json.dumps({"key": runner.key(stage), "command": stage.command}))
-    ref.save_generated(str(config), main_dir, published)
+    save_generate_stage(cfg, published)
 
     shutil.rmtree(main_dir)
-    assert "restored" in ref.restore_generated(published, str(config), main_dir)
-    runner, stage = ref._generate_stage(str(config), main_dir)
+    assert "restored" in restore_generate_stage(cfg, published)
+    runner, stage = generate_stage()
     assert runner.is_done(stage)
     assert (Path(stage.out_dir) / "train" / "triplets.jsonl").read_text() == '{"query": "q"}\n'
-    assert "already done" in ref.restore_generated(published, str(config), main_dir)
+    assert "already done" in restore_generate_stage(cfg, published)
 
-    # Other notes: the published triplets are not theirs, so nothing is put in place.
+    # Another command (more negatives): not the stage that made them, so nothing is put in place.
     shutil.rmtree(main_dir)
+    assert "not restored" in restore_generate_stage(apply_overrides(cfg, ["data.negatives=3"]), published)
+    assert not main_dir.exists()
+    # Other notes: the published triplets are not theirs either.
     write_notes(notes, n=4)
-    assert "not restored" in ref.restore_generated(published, str(config), main_dir)
+    assert "not restored" in restore_generate_stage(cfg, published)
     assert not main_dir.exists()

@@ -11,7 +11,8 @@ Every call here
 
 Higher layers (:mod:`colmed.colbert.training`, :mod:`colmed.indexes.plaid`) speak plain Python types.
 
-Example:
+Example (not run as a doctest: it needs a trained ColBERT checkpoint and colbert-ai's C++ extensions,
+compiled once in ~2.5 min; ``tests/test_colbert.py`` runs this path on a tiny model):
     >>> from colmed.colbert.adapter import PlaidSearcher, build_plaid   # doctest: +SKIP
     >>> stats = build_plaid("ckpt/", ["aspirin lowers fever", "insulin for diabetes"], "idx/plaid",
     ...                     nbits=2, doc_maxlen=180, index_bsize=32, scratch="idx/.scratch")  # doctest: +SKIP

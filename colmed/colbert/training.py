@@ -9,19 +9,20 @@ half-written, and an existing folder is only replaced with ``overwrite=True``.
 colbert-ai 0.2.22 cannot resume training (its resume code is commented out upstream), so an interrupted
 run restarts from the base model.
 
-Example:
+Example (not run as a doctest: it needs a trained ColBERT checkpoint and colbert-ai's C++ extensions,
+compiled once in ~2.5 min; ``tests/test_colbert.py`` runs this path on a tiny model):
     >>> from colmed.colbert.training import ColbertTrainingConfig, train_colbert
-    >>> cfg = ColbertTrainingConfig(base="path/to/all-MiniLM-L6-v2", maxsteps=20, bsize=8)  # doctest: +SKIP
-    >>> manifest = train_colbert("runs/triplets/", "runs/colbert-minilm", cfg)              # doctest: +SKIP
-    >>> manifest["final_loss"] < manifest["loss_curve"][0][1]                               # doctest: +SKIP
+    >>> cfg = ColbertTrainingConfig(base_model="path/to/all-MiniLM-L6-v2", triplets="runs/triplets/",
+    ...                             out="runs/colbert-minilm", max_steps=20, batch_size=8)
+    >>> manifest = train_colbert(cfg)                                    # doctest: +SKIP
+    >>> manifest["final_loss"] < manifest["loss_curve"][0][1]            # doctest: +SKIP
     True
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as _dt
 import json
+import math
 import random
 import shutil
 import time
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from colmed.core.provenance import git_sha
+from colmed.core import config as config_io
 from colmed.core.errors import IndexExistsError, InputError
 from colmed.core.io import atomic_directory, read_jsonl, sha256_file, write_json
 from colmed.data.triplets import TripletRecord
@@ -39,21 +40,34 @@ from colmed.data.triplets import TripletRecord
 class ColbertTrainingConfig:
     """Settings of one ``colmed train colbert`` run; every field is also a CLI flag and a YAML key.
 
-    ``nway`` is 1 positive + (nway-1) hard negatives per query; ``None`` picks the smallest number of
-    negatives any usable record has, plus one. ``distill`` trains on ``teacher_scores`` (KL divergence,
-    colbert-ai's distillation) instead of the one-hot positive. ``seed`` orders the training examples;
-    colbert-ai seeds torch itself with 12345. ``dim`` (token embedding size) defaults to the base
-    checkpoint's when it is a ColBERT checkpoint, else 128.
+    The hyperparameters carry the names :class:`~colmed.bi_encoder.config.BiEncoderTrainingConfig` uses
+    (``batch_size``, ``learning_rate``, ``epochs``, ``max_steps``, ``warmup_ratio``, ``max_query_length``,
+    ``max_doc_length``, ``seed``); :func:`colbert_settings` maps them to colbert-ai's own. ``max_steps``
+    of -1 trains for ``epochs`` passes over the usable triplets instead. ``nway`` is 1 positive +
+    (nway-1) hard negatives per query; ``None`` picks the smallest number of negatives any usable record
+    has, plus one. ``distill`` trains on ``teacher_scores`` (KL divergence, colbert-ai's distillation)
+    instead of the one-hot positive. ``seed`` orders the training examples; colbert-ai seeds torch itself
+    with 12345. ``dim`` (token embedding size) defaults to the base checkpoint's when it is a ColBERT
+    checkpoint, else 128.
+
+    Example:
+        >>> cfg = ColbertTrainingConfig(base_model="m", batch_size=16, max_steps=200, warmup_ratio=0.1)
+        >>> s = colbert_settings(cfg, nway=2)
+        >>> s["bsize"], s["maxsteps"], s["warmup"], s["lr"], s["query_maxlen"], s["doc_maxlen"]
+        (16, 200, 20, 1e-05, 32, 180)
     """
 
-    base: str = ""
+    base_model: str = ""
+    triplets: str = ""
+    out: str = ""
     nway: int | None = None
-    bsize: int = 32
-    lr: float = 1e-5
-    maxsteps: int = 500
-    warmup: int | None = None
-    doc_maxlen: int = 180
-    query_maxlen: int = 32
+    batch_size: int = 32
+    learning_rate: float = 1e-5
+    epochs: float = 1.0
+    max_steps: int = 500
+    warmup_ratio: float = 0.0
+    max_doc_length: int = 180
+    max_query_length: int = 32
     dim: int | None = None
     use_ib_negatives: bool = True
     distill: bool = False
@@ -61,33 +75,63 @@ class ColbertTrainingConfig:
     split: str = "train"
     seed: int = 12345
 
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "ColbertTrainingConfig":
-        """Read a YAML mapping of field names to values; unknown keys are errors."""
-        from colmed.core.io import read_yaml_mapping
-
-        data = read_yaml_mapping(path)
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise InputError(f"unknown setting; choose from {', '.join(sorted(known))}", path=path, field=key)
-        return cls(**data)
-
-    def merged(self, **overrides: Any) -> "ColbertTrainingConfig":
-        """A copy with every non-``None`` override applied (how CLI flags beat the YAML file)."""
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    def validate(self) -> None:
-        checks = [("base", bool(self.base), "required: a colbert checkpoint or a BERT-like model"),
-                  ("bsize", self.bsize >= 1, "must be >= 1"), ("maxsteps", self.maxsteps >= 1, "must be >= 1"),
-                  ("lr", self.lr > 0, "must be > 0"),
+    def __post_init__(self) -> None:
+        config_io.check_types(self)
+        checks = [("batch_size", self.batch_size >= 1, "must be >= 1"),
+                  ("max_steps", self.max_steps >= 1 or self.max_steps == -1,
+                   "must be >= 1, or -1 to train for `epochs`"),
+                  ("epochs", self.epochs > 0, "must be > 0"),
+                  ("learning_rate", self.learning_rate > 0, "must be > 0"),
+                  ("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
                   ("dim", self.dim is None or self.dim >= 1, "must be >= 1"),
                   ("nway", self.nway is None or self.nway >= 2, "must be >= 2 (one positive, >= 1 negative)"),
-                  ("doc_maxlen", self.doc_maxlen >= 8, "must be >= 8"),
-                  ("query_maxlen", self.query_maxlen >= 4, "must be >= 4")]
+                  ("max_doc_length", self.max_doc_length >= 8, "must be >= 8"),
+                  ("max_query_length", self.max_query_length >= 4, "must be >= 4")]
         for name, ok, message in checks:
             if not ok:
-                raise InputError(message, field=name)
+                raise InputError(f"{message}, got {getattr(self, name)}", field=name)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: config_io.Overrides = ()) -> "ColbertTrainingConfig":
+        """Read a YAML mapping of fields (types checked, unknown keys refused); ``overrides`` win."""
+        return config_io.from_yaml(cls, path, overrides)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], path: str | Path | None = None) -> "ColbertTrainingConfig":
+        return config_io.from_dict(cls, values, path=path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_io.to_dict(self)
+
+    def validate(self) -> None:
+        """What a run needs beyond well-formed settings: a base model, triplets and an output folder."""
+        for name, what in (("base_model", "a colbert checkpoint or a BERT-like model"),
+                           ("triplets", "triplets.jsonl or a folder holding it"), ("out", "the folder to write")):
+            if not getattr(self, name):
+                raise InputError(f"required: {what}", field=name)
+
+    def total_steps(self, num_examples: int) -> int:
+        """``max_steps``, or enough steps for ``epochs`` passes over ``num_examples`` when it is -1."""
+        if self.max_steps > 0:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * num_examples / self.batch_size))
+
+
+def colbert_settings(config: ColbertTrainingConfig, nway: int, steps: int | None = None) -> dict[str, Any]:
+    """colmed's trainer vocabulary as colbert-ai ``ColBERTConfig`` fields (the one place that maps them).
+
+    ``steps`` is the run's length (:meth:`ColbertTrainingConfig.total_steps`); by default ``max_steps``.
+    """
+    steps = steps if steps is not None else config.max_steps
+    if steps < 1:
+        raise ValueError("max_steps is -1 (train for `epochs`): pass steps=config.total_steps(num_examples)")
+    warmup = round(config.warmup_ratio * steps)
+    return {"bsize": config.batch_size, "lr": config.learning_rate, "maxsteps": steps, "nway": nway,
+            "doc_maxlen": config.max_doc_length, "query_maxlen": config.max_query_length,
+            **({"dim": config.dim} if config.dim else {}),
+            "use_ib_negatives": config.use_ib_negatives, "warmup": warmup or None,
+            "ignore_scores": not config.distill, "distillation_alpha": config.distillation_alpha,
+            "accumsteps": 1}
 
 
 @dataclass
@@ -172,9 +216,9 @@ def prepare_triplets(path: Path, records: list[tuple[int, TripletRecord]], confi
         else:
             examples.append([qids[r.query_id], *passage_pids])
 
-    if len(examples) < config.bsize:
-        raise InputError(f"only {len(examples)} usable triplets, fewer than one batch (bsize={config.bsize}); "
-                         "lower --bsize", path=path)
+    if len(examples) < config.batch_size:
+        raise InputError(f"only {len(examples)} usable triplets, fewer than one batch "
+                         f"(batch_size={config.batch_size}); lower --batch-size", path=path)
     counts = {"records": len(records), "other_split": len(records) - len(usable),
               "too_few_negatives": len(usable) - len(kept), "examples": len(examples),
               "queries": len(queries), "passages": len(collection)}
@@ -195,33 +239,27 @@ def _epoch_ordered(examples: list[list], steps: int, bsize: int, seed: int) -> t
     return ordered[:needed], epochs
 
 
-def train_colbert(triplets: str | Path, out: str | Path, config: ColbertTrainingConfig, overwrite: bool = False,
-                  progress: bool = True) -> dict[str, Any]:
-    """Train on ``triplets`` and write the checkpoint folder ``out``; returns the manifest written there."""
+def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train on ``config.triplets`` and write the checkpoint folder ``config.out``; returns its manifest."""
     from tqdm.auto import tqdm
 
     from colmed.colbert import adapter
-    from colmed.core.provenance import package_versions
+    from colmed.core.provenance import run_manifest
 
     config.validate()
-    out = Path(out)
+    out = Path(config.out)
     if out.exists() and not overwrite:
         raise IndexExistsError(f"{out}: already exists; pass --overwrite to replace it")
-    triplets_path, records = read_triplet_records(triplets)
+    triplets_path, records = read_triplet_records(config.triplets)
     prepared = prepare_triplets(triplets_path, records, config)
-    ordered, epochs = _epoch_ordered(prepared.examples, config.maxsteps, config.bsize, config.seed)
-
-    settings = {"bsize": config.bsize, "lr": config.lr, "maxsteps": config.maxsteps, "nway": prepared.nway,
-                "doc_maxlen": config.doc_maxlen, "query_maxlen": config.query_maxlen,
-                **({"dim": config.dim} if config.dim else {}),
-                "use_ib_negatives": config.use_ib_negatives, "warmup": config.warmup,
-                "ignore_scores": not config.distill, "distillation_alpha": config.distillation_alpha,
-                "accumsteps": 1}
+    steps = config.total_steps(len(prepared.examples))
+    ordered, epochs = _epoch_ordered(prepared.examples, steps, config.batch_size, config.seed)
+    settings = colbert_settings(config, prepared.nway, steps)
     losses: list[list[float]] = []
     started = time.time()
     with atomic_directory(out, overwrite=overwrite) as tmp:
         scratch = tmp / ".scratch"
-        bar = tqdm(total=config.maxsteps, desc="colbert train", unit="step", disable=not progress)
+        bar = tqdm(total=steps, desc="colbert train", unit="step", disable=not progress)
 
         def on_step(step: int, loss: float) -> None:
             losses.append([step + 1, round(loss, 6)])
@@ -231,8 +269,8 @@ def train_colbert(triplets: str | Path, out: str | Path, config: ColbertTraining
         try:
             with open(tmp / "train.log", "w", encoding="utf-8") as log:
                 checkpoint = adapter.train(adapter.ColbertTrainingData(ordered, prepared.queries, prepared.collection),
-                                           config.base, tmp / ".checkpoint", settings=settings, scratch=scratch,
-                                           on_step=on_step, log=log)
+                                           config.base_model, tmp / ".checkpoint", settings=settings,
+                                           scratch=scratch, on_step=on_step, log=log)
         finally:
             bar.close()
         for item in checkpoint.iterdir():
@@ -241,21 +279,18 @@ def train_colbert(triplets: str | Path, out: str | Path, config: ColbertTraining
         shutil.rmtree(scratch, ignore_errors=True)
         seconds = time.time() - started
         window = max(1, len(losses) // 10)
-        manifest = {
-            "kind": "colbert-checkpoint",
-            "config": dataclasses.asdict(config) | {"nway": prepared.nway},
-            "colbert_settings": settings,
-            "base": config.base,
-            "data": {"triplets": str(triplets_path.resolve()), "sha256": sha256_file(triplets_path),
-                     **prepared.counts, "epochs": epochs, "examples_seen": len(ordered)},
-            "training_seconds": round(seconds, 2),
-            "steps": len(losses),
-            "final_loss": sum(l for _, l in losses[-window:]) / len(losses[-window:]) if losses else None,
-            "loss_curve": losses,
-            "versions": package_versions(),
-            "git_sha": git_sha(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        manifest = run_manifest(
+            config.to_dict() | {"nway": prepared.nway},
+            kind="colbert-checkpoint",
+            colbert_settings=settings,
+            base_model=config.base_model,
+            data={"triplets": str(triplets_path.resolve()), "sha256": sha256_file(triplets_path),
+                  **prepared.counts, "epochs": epochs, "examples_seen": len(ordered)},
+            training_seconds=round(seconds, 2),
+            steps=len(losses),
+            final_loss=sum(l for _, l in losses[-window:]) / len(losses[-window:]) if losses else None,
+            loss_curve=losses,
+        )
         write_json(tmp / "manifest.json", manifest)
     return manifest
 

@@ -43,7 +43,7 @@ def command(retrievers, suite, datasets, data_dir, baseline, check_published, to
     """
     from colmed.commands._common import quiet_libraries
     from colmed.core.errors import InputError
-    from colmed.eval.benchmark import BenchmarkConfig, run_benchmark
+    from colmed.benchmark import BenchmarkConfig, run_benchmark
 
     quiet_libraries()
     overrides = dict(retrievers=list(retrievers), suite=suite, datasets=list(datasets), data_dir=data_dir,
@@ -56,31 +56,30 @@ def command(retrievers, suite, datasets, data_dir, baseline, check_published, to
         if not out:
             raise InputError("--out is required (the benchmark folder)", field="out")
         config = BenchmarkConfig(**{k: v for k, v in overrides.items() if v is not None and v != []})
-    results = run_benchmark(config, log=lambda line: click.echo(line, err=True))
-    _print_summary(results)
+    result = run_benchmark(config, log=lambda line: click.echo(line, err=True))
+    _print_summary(result)
     click.echo(f"wrote {config.out}/report.md, ndcg@10.csv, metrics.csv, results.json, benchmark.png, manifest.json")
 
 
-def _print_summary(results: dict) -> None:
+def _print_summary(result) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from colmed.eval.benchmark import ndcg_cells
+    from colmed.benchmark.report import ndcg_cells
 
-    datasets = results["datasets"]
     table = Table(title="nDCG@10 (95% CI); ▲/▼ = significantly better/worse than the baseline (Holm)")
-    for h in ["retriever", *datasets, "average"]:
+    for h in ["retriever", *result.dataset_names, "average"]:
         table.add_column(h, justify="left" if h == "retriever" else "right")
-    for row, cells in ndcg_cells(results, sep="\n"):
+    for row, cells in ndcg_cells(result, sep="\n"):
         n = row["retriever"]
         cells = [escape(c) for c in cells]
         avg = "n/a" if row["average"] is None else f"{row['average']:.4f}"
-        table.add_row(n + (" (baseline)" if n == results["baseline"] else ""), *cells, avg)
+        table.add_row(n + (" (baseline)" if n == result.baseline else ""), *cells, avg)
     console = Console(stderr=False)
     console.print(table)
-    if results["skipped"]:  # each was reported in one line as it happened
-        console.print(f"skipped: {', '.join(s['dataset'] for s in results['skipped'])} (see report.md)", markup=False)
-    for r in results.get("published") or []:
+    if result.skipped:  # each was reported in one line as it happened
+        console.print(f"skipped: {', '.join(s.dataset for s in result.skipped)} (see report.md)", markup=False)
+    for r in result.published or []:
         console.print(f"published {r['retriever']} / {r['dataset']}: colmed {r['measured']:.4f} vs "
                       f"{r['published']:.4f} ({r['diff']:+.4f}) {r['status']} [{r['source']}]", markup=False)

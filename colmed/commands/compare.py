@@ -26,50 +26,16 @@ def command(dataset, split, runs, fuse, stat_test, max_p, metrics, self_hits, al
     \b
     colmed compare --dataset ../shared/beir/nfcorpus --run bm25.trec --run dense.trec --fuse rrf
     """
-    from pathlib import Path
-
     from colmed.commands._common import quiet_libraries
-    from colmed.core.errors import InputError
-    from colmed.core.io import atomic_write, write_json
-    from colmed.data.datasets import load_dataset
-    from colmed.eval.evaluation import DEFAULT_METRICS, compare_runs
-    from colmed.eval.protocol import check_comparable, check_prompts, protocol_record, read_sidecar
-    from colmed.data.registry import get_spec
-    from colmed.eval.report import plot_bars, print_table, to_markdown
-    from colmed.data.runs import read_trec
+    from colmed.eval.compare import compare_trec_runs
+    from colmed.eval.report import print_table, write_comparison
 
     quiet_libraries()
-    named = {}
-    for item in runs:
-        name, sep, path = item.partition("=")
-        if not sep:
-            name, path = Path(item).name.removesuffix(".trec").removesuffix(".txt"), item
-        if name in named:
-            raise InputError(f"two runs are named {name!r}; name them with NAME=PATH", path=path)
-        named[name] = path
-    sidecars = {p: read_sidecar(p) for p in named.values()}
-    check_comparable(sidecars)
-    check_prompts(sidecars, allow_prompt_ablation=allow_prompt_ablation)
-    ds = load_dataset(dataset, split=split, require_corpus=False)
-    spec = get_spec(ds.name)
-    exclude = (spec.exclude_self_hits if spec else False) if self_hits == "auto" else self_hits == "exclude"
-    loaded = {n: read_trec(p) for n, p in named.items()}
-    metrics = list(metrics) or list(DEFAULT_METRICS)
-    comp = compare_runs(ds, loaded, metrics, stat_test=stat_test, max_p=max_p, exclude_self=exclude,
-                        fuse=fuse, dataset_name=ds.name)
-    ks = {sc.get("k") for sc in sidecars.values() if sc and sc.get("k") is not None}
-    comp.protocol = protocol_record(ds, k=ks.pop() if len(ks) == 1 else None, exclude_self_hits=exclude,
-                                    metrics=metrics, stat_test=stat_test,
-                                    correction="none (pairwise markers; use colmed benchmark for Holm-corrected "
-                                               "tests against a baseline)")
-    comp.protocol["prompts"] = {n: {"query": (sc or {}).get("index", {}).get("query_prompt"),
-                                    "document": (sc or {}).get("index", {}).get("document_prompt")}
-                                for n, sc in zip(named, sidecars.values()) if sc}
-    comp.protocol["prompt_ablation_allowed"] = allow_prompt_ablation
-    print_table(comp, title=f"{ds.name} ({split}, {len(ds.qrels)} judged queries)")
-    out = Path(out or f"compare-{ds.name}")
-    with atomic_write(out / "report.md") as f:
-        f.write(f"# colmed compare: {ds.name}\n\n" + to_markdown(comp, f"{ds.name} ({split})"))
-    write_json(out / "comparison.json", comp.to_dict())
-    plot_bars(comp.scores, metrics, out / "comparison.png", title=f"{ds.name} ({split})")
+    comp = compare_trec_runs(dataset, list(runs), split=split, metrics=list(metrics) or None, fuse=fuse,
+                             stat_test=stat_test, max_p=max_p,
+                             exclude_self_hits={"auto": None, "exclude": True, "keep": False}[self_hits],
+                             allow_prompt_ablation=allow_prompt_ablation)
+    print_table(comp, title=f"{comp.dataset} ({split}, {comp.protocol['judged_queries']} judged queries)")
+    out = write_comparison(comp, out or f"compare-{comp.dataset}", f"colmed compare: {comp.dataset}",
+                           f"{comp.dataset} ({split})")
     click.echo(f"wrote {out}/report.md, comparison.json, comparison.png")

@@ -10,7 +10,7 @@ import click
 @click.option("--queries", default=None, help="queries.jsonl, or a BEIR folder/hub name (judged queries of --split).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--query", "query_text", default=None, help="One free-text query: print its top hits.")
-@click.option("--k", type=int, default=100, show_default=True, help="Documents per query.")
+@click.option("--k", type=int, default=None, help="Documents per query [--queries: 100, --query: 10].")
 @click.option("--out", default=None, type=click.Path(), help="TREC run file to write.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Queries per search call.")
 @click.option("--device", default=None)
@@ -23,7 +23,7 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
     colmed search --index idx/nfcorpus-bm25 --queries ../shared/beir/nfcorpus --out runs/bm25.trec
     colmed search --index idx/nfcorpus-bm25 --query "statin side effects"
     """
-    from colmed.commands._common import quiet_libraries
+    from colmed.commands._common import info as status, quiet_libraries
     from colmed.core.errors import InputError
 
     quiet_libraries()
@@ -31,17 +31,22 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
         raise InputError("give exactly one of --queries (with --out) or --query")
     if queries is not None and not out:
         raise InputError("--queries needs --out (the TREC run file to write)")
+    if k is None:
+        k = 10 if query_text is not None else 100  # a person reads 10 hits; a run feeds Recall@100
+    from colmed.indexes.search import check_search_args
+
+    check_search_args(None if query_text is None else {"q": query_text}, k, batch_size, field="--query")
     from colmed.indexes.base import IndexManifest, load_index, read_docs
 
     from colmed.indexes.search import ann_recall_line, load_queries, search_loaded_to_trec
 
     manifest = IndexManifest.read(index_dir)
-    click.echo(ann_recall_line(manifest), err=True)  # approximate indexes say what they cost
+    status(ann_recall_line(manifest))  # approximate indexes say what they cost
     if query_maxlen is not None and manifest.kind != "colbert":
         raise InputError(f"--query-maxlen applies to colbert indexes; {index_dir} is a {manifest.kind} index")
     loaded = load_queries(queries, split) if queries is not None else None
     if query_maxlen is None and loaded is not None and loaded[1].get("dataset"):
-        from colmed.eval.benchmark import dataset_search_options
+        from colmed.benchmark.datasets import dataset_search_options
 
         # A registered benchmark's protocol, as `colmed benchmark` applies it (ArguAna: 300 ColBERT query tokens).
         query_maxlen = dataset_search_options(manifest.kind, loaded[1]["dataset"]).get("query_maxlen")
@@ -50,7 +55,9 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
         hits = retriever.search({"q": query_text}, k=k)["q"]
         ids, titles = read_docs(index_dir)
         title_of = dict(zip(ids, titles))
-        for rank, (did, score) in enumerate(sorted(hits.items(), key=lambda kv: -kv[1]), start=1):
+        from colmed.data.runs import trec_eval_ranking
+
+        for rank, (did, score) in enumerate(trec_eval_ranking(hits), start=1):
             click.echo(f"{rank:>3}  {score:9.4f}  {did}  {title_of.get(did, '')[:90]}")
         return
     info = search_loaded_to_trec(retriever, manifest, *loaded, out, k=k, batch_size=batch_size,

@@ -21,8 +21,8 @@ def command(config_path, out, overrides, dry_run):
     """
     from colmed.study import StudyConfig, apply_overrides, run_study
 
-    cfg = StudyConfig.from_yaml(config_path) if config_path else StudyConfig()
-    if out:
-        overrides = (*overrides, f"out={out}")
-    cfg = apply_overrides(cfg, list(overrides))
+    overrides = [*overrides, *([f"out={out}"] if out else [])]
+    # Unknown keys and wrong types fail here, naming the file (or --set) and the field, before any stage runs.
+    cfg = (StudyConfig.from_yaml(config_path, overrides) if config_path
+           else apply_overrides(StudyConfig(), overrides))
     run_study(cfg, dry_run=dry_run, echo=lambda m: click.echo(m, err=True))

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import click
 
+from colmed.commands.train_options import old_spelling, resolve_old_spellings
+
+OLD_SPELLINGS = {"lr": "learning_rate", "query_max_length": "max_query_length",
+                 "passage_max_length": "max_doc_length"}
+
 
 @click.command(name="bi-encoder")
 @click.option("--triplets", default=None, help="triplets.jsonl or a folder holding it (data_gen TripletRecord lines).")
@@ -26,7 +31,7 @@ import click
 @click.option("--epochs", type=float, default=None, help="Training epochs [1].")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps (overrides epochs) [-1].")
 @click.option("--batch-size", type=int, default=None, help="Queries per batch (per device) [32].")
-@click.option("--lr", "learning_rate", type=float, default=None, help="Peak learning rate [2e-5].")
+@click.option("--learning-rate", type=float, default=None, help="Peak learning rate [2e-5].")
 @click.option("--warmup-ratio", type=float, default=None, help="Fraction of steps of linear warmup [0.1].")
 @click.option("--temperature", type=float, default=None, help="InfoNCE temperature; scale = 1/temperature [0.05].")
 @click.option("--loss", type=click.Choice(["mnrl", "cached_mnrl"]), default=None,
@@ -34,8 +39,8 @@ import click
 @click.option("--mini-batch-size", type=int, default=None, help="cached_mnrl: sub-batch size [32].")
 @click.option("--num-negatives", type=int, default=None, help="Mined hard negatives per query (0 = in-batch only) [1].")
 @click.option("--matryoshka-dims", default=None, help="Comma-separated Matryoshka dims, e.g. 384,256,128,64.")
-@click.option("--query-max-length", type=int, default=None, help="Query tokens [128].")
-@click.option("--passage-max-length", type=int, default=None, help="Passage tokens [256].")
+@click.option("--max-query-length", type=int, default=None, help="Query tokens [128].")
+@click.option("--max-doc-length", type=int, default=None, help="Document (passage) tokens [256].")
 @click.option("--query-prompt", default=None, help="Query prompt (default: the base model's own, else none).")
 @click.option("--document-prompt", default=None, help="Document prompt (default: the base model's own, else none).")
 @click.option("--seed", type=int, default=None, help="Random seed [42].")
@@ -53,6 +58,9 @@ import click
 @click.option("--keep-checkpoints", is_flag=True, default=None, help="Keep checkpoints after success.")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of an interrupted run.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out and discard old checkpoints.")
+@old_spelling("--lr", float)
+@old_spelling("--query-max-length", int)
+@old_spelling("--passage-max-length", int)
 def command(triplets, base_model, out, config_path, preset, resume, overwrite, matryoshka_dims, dev, **flags):
     """Fine-tune a bi-encoder with MultipleNegativesRankingLoss; keep the best dev checkpoint."""
     from colmed.commands._common import quiet_libraries
@@ -61,7 +69,8 @@ def command(triplets, base_model, out, config_path, preset, resume, overwrite, m
     quiet_libraries()
     from colmed.bi_encoder.config import BiEncoderTrainingConfig
 
-    overrides = dict(flags, triplets=triplets, base_model=base_model, out=out, preset=preset)
+    overrides = dict(resolve_old_spellings(flags, OLD_SPELLINGS), triplets=triplets, base_model=base_model, out=out,
+                     preset=preset)
     if matryoshka_dims:
         try:
             overrides["matryoshka_dims"] = [int(d) for d in matryoshka_dims.split(",") if d.strip()]
@@ -72,7 +81,7 @@ def command(triplets, base_model, out, config_path, preset, resume, overwrite, m
         overrides["dev"] = None if dev.lower() == "none" else dev
     given = {k: v for k, v in overrides.items() if v is not None or (k == "dev" and dev is not None)}
     if config_path:
-        config = BiEncoderTrainingConfig.from_yaml(config_path, **given)
+        config = BiEncoderTrainingConfig.from_yaml(config_path, given)
     else:
         config = BiEncoderTrainingConfig.from_dict(given)
     for name in ("triplets", "out"):

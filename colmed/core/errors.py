@@ -17,8 +17,8 @@ class InputError(ColmedError):
     """Bad input data: a missing file, a malformed line, an unknown id.
 
     Example:
-        >>> str(InputError("bad JSON", path="q.jsonl", line=3, field="text"))
-        'q.jsonl:3: field \\'text\\': bad JSON'
+        >>> print(InputError("bad JSON", path="q.jsonl", line=3, field="text"))
+        q.jsonl:3: field 'text': bad JSON
     """
 
     def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None,
@@ -34,6 +34,10 @@ class InputError(ColmedError):
 
 class IndexExistsError(ColmedError):
     """An index directory exists and ``overwrite`` was not requested."""
+
+
+class OutputBusyError(ColmedError):
+    """Another process holds the writer lock of the output folder."""
 
 
 class ProtocolMismatchError(ColmedError):

@@ -4,10 +4,13 @@ A BEIR folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.j
 and ``qrels/<split>.tsv`` (header ``query-id corpus-id score``). All ids are strings.
 
 Example:
+    >>> from importlib.resources import files
     >>> from colmed.data.datasets import load_dataset
-    >>> ds = load_dataset("../shared/beir/nfcorpus", split="test")   # doctest: +SKIP
-    >>> len(ds.corpus), len(ds.queries)                               # doctest: +SKIP
-    (3633, 323)
+    >>> ds = load_dataset(str(files("colmed") / "data" / "sample_medical"), split="test")  # the bundled sample
+    >>> len(ds.corpus), len(ds.queries)
+    (40, 18)
+
+``load_dataset("../shared/beir/nfcorpus")`` gives (3633, 323) the same way.
 """
 
 from __future__ import annotations

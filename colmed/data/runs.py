@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Mapping
 
@@ -19,12 +20,45 @@ from colmed.core.io import atomic_write
 Run = dict[str, dict[str, float]]
 
 
+def trec_eval_ranking(docs: Mapping[str, float]) -> list[tuple[str, float]]:
+    """``(doc_id, score)`` pairs in trec_eval's order: score descending, then doc id descending.
+
+    trec_eval (and pytrec_eval, which BEIR's published figures come from) breaks score ties by
+    comparing doc ids as strings, the larger first; colmed ranks the same way everywhere.
+
+    >>> trec_eval_ranking({"d1": 1.0, "d3": 2.0, "d2": 1.0})
+    [('d3', 2.0), ('d2', 1.0), ('d1', 1.0)]
+    """
+    by_doc_desc = sorted(docs.items(), key=lambda kv: kv[0], reverse=True)
+    return sorted(by_doc_desc, key=lambda kv: -kv[1])  # stable: ties keep doc id descending
+
+
+def trec_eval_order(run: Mapping[str, Mapping[str, float]]) -> Run:
+    """A copy of ``run`` whose scores are strictly decreasing in trec_eval's order (no ties left).
+
+    Any scorer then ranks exactly as trec_eval does, so ranx's metrics equal trec_eval's. Only for
+    scoring a run: the new scores are ranks (n, n-1, ..., 1), so never feed them to score fusion.
+
+    >>> trec_eval_order({"q": {"d1": 0.5, "d2": 0.5, "d0": 0.9}})
+    {'q': {'d0': 3.0, 'd2': 2.0, 'd1': 1.0}}
+    """
+    out: Run = {}
+    for qid, docs in run.items():
+        ranked = trec_eval_ranking(docs)
+        out[qid] = {did: float(len(ranked) - i) for i, (did, _) in enumerate(ranked)}
+    return out
+
+
 def write_trec(path: str | Path, run: Mapping[str, Mapping[str, float]], tag: str = "colmed") -> None:
-    """Atomically write a TREC run (``qid Q0 docid rank score tag``), ranked by score then doc id."""
+    """Atomically write a TREC run (``qid Q0 docid rank score tag``), ranked as trec_eval ranks it.
+
+    Ranks follow the written (6-decimal) scores, so scores that round to the same value are ranked
+    by doc id descending, as trec_eval will rank them when it reads the file.
+    """
     with atomic_write(path) as f:
         for qid, docs in run.items():
-            ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
-            for rank, (did, score) in enumerate(ranked, start=1):
+            written = {did: float(f"{score:.6f}") for did, score in docs.items()}
+            for rank, (did, score) in enumerate(trec_eval_ranking(written), start=1):
                 f.write(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
 
 
@@ -34,8 +68,12 @@ def read_trec(path: str | Path) -> Run:
     if not path.is_file():
         raise InputError("run file not found", path=path)
     run: Run = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"not valid UTF-8 ({e.reason})", path=path, line=lineno) from None
             parts = line.split()
             if not parts:
                 continue
@@ -44,9 +82,12 @@ def read_trec(path: str | Path) -> Run:
                                  path=path, line=lineno)
             qid, _, did, _, score, _ = parts
             try:
-                run.setdefault(qid, {})[did] = float(score)
+                value = float(score)
             except ValueError:
                 raise InputError(f"not a number: {score!r}", path=path, line=lineno, field="score") from None
+            if not math.isfinite(value):  # nan/inf would sort arbitrarily and score silently
+                raise InputError(f"not a finite number: {score!r}", path=path, line=lineno, field="score")
+            run.setdefault(qid, {})[did] = value
     if not run:
         raise InputError("empty run", path=path)
     return run
@@ -58,5 +99,5 @@ def exclude_self_hits(run: Mapping[str, Mapping[str, float]]) -> Run:
 
 
 def top_k(run: Mapping[str, Mapping[str, float]], k: int) -> Run:
-    """A copy of ``run`` cut to the ``k`` best documents per query."""
-    return {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:k]) for q, d in run.items()}
+    """A copy of ``run`` cut to the ``k`` best documents per query (ties broken as trec_eval does)."""
+    return {q: dict(trec_eval_ranking(d)[:k]) for q, d in run.items()}

@@ -5,7 +5,8 @@ with exponential backoff on timeouts, connection errors, 429 and 5xx. Structured
 with ``response_format={"type": "json_schema", ...}`` (vLLM and OpenAI support it); servers that
 reject it can be used with ``json_schema_mode="off"``. The API key comes from the environment.
 
-Example:
+Example (not run as a doctest: it needs a running OpenAI-compatible server;
+``tests/test_data_gen_llm.py`` starts a scripted one on 127.0.0.1):
     >>> backend = OpenAIBackend("http://localhost:8000/v1", "Qwen/Qwen2.5-7B-Instruct")   # doctest: +SKIP
     >>> backend.generate([[{"role": "user", "content": "Say hi"}]])[0].text                # doctest: +SKIP
     'Hi!'

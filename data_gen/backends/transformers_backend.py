@@ -4,7 +4,8 @@ GGUF files are de-quantised to a regular torch model by transformers (needs the 
 The reply can be prefilled (``assistant_prefix``), which keeps small models on the JSON format; the
 returned text includes the prefix.
 
-Example:
+Example (not run as a doctest: it needs a chat model on disk; ``tests/test_data_gen_llm.py`` uses a
+tiny random causal LM):
     >>> backend = TransformersBackend("runs/models/qwen",                        # doctest: +SKIP
     ...                               gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
     >>> backend.generate([[{"role": "user", "content": "Say hi"}]], max_new_tokens=8)[0].text  # doctest: +SKIP

@@ -3,7 +3,7 @@
 vLLM is imported only when this backend is built; it needs a GPU machine. Structured output makes
 every reply schema-valid JSON (``SamplingParams(structured_outputs=StructuredOutputsParams(json=...))``).
 
-Example:
+Example (not run as a doctest: it needs the ``vllm`` extra, GPUs and a hub download):
     >>> backend = VLLMBackend("Qwen/Qwen2.5-7B-Instruct", tensor_parallel_size=2)   # doctest: +SKIP
 """
 

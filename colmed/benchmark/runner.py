@@ -1,0 +1,123 @@
+"""Run every retriever of a :class:`BenchmarkConfig` on every loadable dataset and evaluate them.
+
+Example:
+    >>> import tempfile
+    >>> from colmed.demo import sample_dataset_path
+    >>> cfg = BenchmarkConfig(retrievers=["bm25"], datasets=[str(sample_dataset_path())], out=tempfile.mkdtemp())
+    >>> result = run_benchmark(cfg, log=lambda line: None)
+    >>> round(result.score("bm25", "sample_medical", "ndcg@10"), 4), result.cell("bm25", "sample_medical").status
+    (0.8242, 'built index + searched')
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from colmed.benchmark.cache import _stderr, get_run
+from colmed.benchmark.datasets import dataset_names, dataset_search_options, load_benchmark_dataset
+from colmed.benchmark.result import (BaselineTest, BenchmarkResult, DatasetResult, RetrieverInfo,
+                                     RetrieverOnDataset, SkippedDataset)
+from colmed.benchmark.spec import BenchmarkConfig, RetrieverSpec
+from colmed.core.errors import ColmedError
+
+
+def evaluate_dataset(dataset, runs: dict[str, dict], baseline: str | None, config: BenchmarkConfig,
+                     exclude_self_hits: bool) -> dict[str, RetrieverOnDataset]:
+    """Scores, intervals and baseline tests of every run on one dataset (status filled in by the caller)."""
+    from colmed.eval.evaluation import compare_runs
+    from colmed.eval.uncertainty import bootstrap_ci, holm, paired_bootstrap_ci
+
+    metrics = list(config.metrics)
+    # Runs come from the dataset's own queries (checked by hash); a query with no hit scores zero.
+    comp = compare_runs(dataset, runs, metrics, stat_test=config.stat_test, max_p=config.max_p,
+                        exclude_self_hits=exclude_self_hits, dataset_name=dataset.name, max_missing=1.0,
+                        confidence=None)
+    names = list(runs)
+    out = {n: RetrieverOnDataset(
+        n, status="", scores=dict(comp.scores[n]), coverage=comp.coverage[n],
+        ci={m: bootstrap_ci(comp.per_query[n][m], config.confidence, config.bootstrap_resamples) for m in metrics})
+        for n in names}
+    if baseline in runs and len(names) > 1:
+        others = [n for n in names if n != baseline]
+        for m in metrics:
+            raw = [comp.p_values[n][baseline][m] for n in others]
+            adjusted = holm(raw, alpha=config.max_p)
+            for n, p, p_adj in zip(others, raw, adjusted):
+                delta = comp.scores[n][m] - comp.scores[baseline][m]
+                low, high = paired_bootstrap_ci(comp.per_query[n][m], comp.per_query[baseline][m], config.confidence,
+                                                config.bootstrap_resamples)
+                out[n].vs_baseline[m] = BaselineTest(delta, (low, high), p, p_adj, bool(p_adj < config.max_p),
+                                                     "better" if delta > 0 else "worse")
+    return out
+
+
+def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr) -> BenchmarkResult:
+    """Run every retriever on every loadable dataset, write the reports into ``config.out``
+    (:func:`colmed.benchmark.report.write_reports`) and return the result."""
+    from colmed.benchmark.report import write_reports
+    from colmed.eval.evaluation import resolve_self_hits
+    from colmed.eval.protocol import protocol_record
+    from colmed.eval.uncertainty import CORRECTION
+
+    started = time.perf_counter()
+    specs = config.retriever_specs()
+    # Once per benchmark, afresh each time: a model retrained into the same folder gets a new identity.
+    identities = {s.name: s.identity() for s in specs}
+    result = BenchmarkResult(config, config.baseline or specs[0].name,
+                             [RetrieverInfo(s.name, s.kind, s.target, s.options, identities[s.name]) for s in specs])
+    cache_dir = Path(config.cache_dir) if config.cache_dir else Path(config.out) / "cache"
+    for name in dataset_names(config):
+        try:
+            ds = load_benchmark_dataset(name, config.data_dir, config.split)
+        except ColmedError as e:
+            log(f"skipped {name}: {e}")
+            result.skipped.append(SkippedDataset(name, str(e)))
+            continue
+        if not ds.corpus or not ds.qrels:
+            reason = "no corpus" if not ds.corpus else f"no qrels for split {config.split!r}"
+            log(f"skipped {name}: {reason}")
+            result.skipped.append(SkippedDataset(name, reason))
+            continue
+        exclude = resolve_self_hits(ds)
+        runs, cells = {}, {}
+        for s in specs:
+            run, info = get_run(s, ds, config, cache_dir, log, identity=identities[s.name])
+            sc = info.get("sidecar") or {}
+            cells[s.name] = RetrieverOnDataset(s.name, info["status"], reason=info.get("reason"),
+                                               run_path=info.get("run_path"), index_dir=info.get("index_dir"),
+                                               index=sc.get("index"), ann=sc.get("ann"), timing=sc.get("timing"))
+            if run is None:
+                log(f"{ds.name}: {s.name} not applicable ({info['reason']})")
+                continue
+            runs[s.name] = run
+        if not runs:
+            result.skipped.append(SkippedDataset(ds.name, "no retriever applies"))
+            continue
+        for n, evaluated in evaluate_dataset(ds, runs, result.baseline, config, exclude).items():
+            cell = cells[n]
+            cell.scores, cell.ci, cell.vs_baseline, cell.coverage = (evaluated.scores, evaluated.ci,
+                                                                     evaluated.vs_baseline, evaluated.coverage)
+        protocol = protocol_record(ds, k=config.k, exclude_self_hits=exclude, metrics=config.metrics,
+                                   stat_test=config.stat_test, correction=CORRECTION)
+        protocol["warnings"] = ds.warnings
+        protocol["colbert_query_maxlen"] = dataset_search_options("colbert", ds.name).get("query_maxlen")
+        result.datasets[ds.name] = DatasetResult(ds.name, protocol, cells)
+    result.published = _published_rows(specs, result) if config.check_published else None
+    result.seconds = round(time.perf_counter() - started, 2)
+    write_reports(result)
+    return result
+
+
+def _published_rows(specs: list[RetrieverSpec], result: BenchmarkResult) -> list[dict]:
+    from colmed.eval.published import check_published, reference_key
+
+    keys = {}
+    for s in specs:
+        if s.kind == "index":
+            m = s.index_manifest()
+            keys[s.name] = reference_key(m.kind, m.model)
+        else:
+            keys[s.name] = reference_key(s.kind, s.target)
+    return check_published(result.scores("ndcg@10"), keys, tolerance=result.config.tolerance)
