@@ -158,11 +158,15 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
 
 
 def training_arguments(config: BiEncoderTrainingConfig, output_dir: Path, num_rows: int, precision: str = "fp32",
-                       prompts: dict[str, str] | None = None, best_metric: str | None = None):
+                       prompts: dict[str, str] | None = None, best_metric: str | None = None,
+                       arguments_class: type | None = None, **extra: Any):
     """colmed's trainer vocabulary mapped onto sentence-transformers' ``TrainingArguments``.
 
     ``best_metric`` (the logged dev metric) turns on evaluation, checkpointing and keeping the best
     checkpoint every ``eval_steps`` (0: once per epoch of ``num_rows`` training rows).
+    ``arguments_class`` is the model family's arguments class (default: the bi-encoder's; the ColBERT
+    trainer passes ``MultiVectorEncoderTrainingArguments``), ``extra`` its own fields; ``config`` may be
+    any config with the shared hyperparameter names.
 
     Example:
         >>> from colmed.bi_encoder.config import BiEncoderTrainingConfig
@@ -176,7 +180,7 @@ def training_arguments(config: BiEncoderTrainingConfig, output_dir: Path, num_ro
 
     steps_per_epoch = max(1, num_rows // _world_size() // config.batch_size)
     eval_every = config.eval_steps or steps_per_epoch
-    return SentenceTransformerTrainingArguments(
+    return (arguments_class or SentenceTransformerTrainingArguments)(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
@@ -204,6 +208,7 @@ def training_arguments(config: BiEncoderTrainingConfig, output_dir: Path, num_ro
         report_to="none",
         dataloader_num_workers=config.dataloader_workers,
         ddp_find_unused_parameters=False,
+        **extra,
     )
 
 

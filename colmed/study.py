@@ -79,7 +79,7 @@ class StudyConfig:
     seed: int = 13
     data: DataConfig = field(default_factory=DataConfig)
     bi_encoder: TrainerConfig = field(default_factory=lambda: TrainerConfig(args={"epochs": 1}))
-    colbert: TrainerConfig = field(default_factory=lambda: TrainerConfig(args={"maxsteps": 300}))
+    colbert: TrainerConfig = field(default_factory=lambda: TrainerConfig(args={"max-steps": 300}))
     benchmark: StudyBenchmarkConfig = field(default_factory=StudyBenchmarkConfig)
 
     @classmethod

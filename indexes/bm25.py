@@ -26,7 +26,7 @@ class BM25Settings:
     k1: float = 1.5
     b: float = 0.75
     method: str = "lucene"
-    stopwords: str = "en"
+    stopwords: str | None = "en"  # None: no stopword removal
     stemmer: str | None = "english"
 
 

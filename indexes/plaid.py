@@ -5,6 +5,15 @@ An index directory written by ``build_index("colbert", ...)`` holds::
     <dir>/manifest.json   kind "colbert", model (checkpoint), dims, settings, stats ...
     <dir>/docs.jsonl      pid -> string document id and title (colbert-ai's pids are line positions)
     <dir>/plaid/          colbert-ai's PLAID index, untouched (usable with colbert-ai's own Searcher)
+    <dir>/encoder/        only for an untrained ColBERT built from a plain model: that model, so search
+                          encodes queries exactly as indexing encoded documents
+
+Who encodes: a sentence-transformers ``MultiVectorEncoder`` (``colmed train colbert``'s output, PyLate) or
+a plain sentence-transformers/BERT model (made an untrained ColBERT by
+:func:`colmed.colbert.multivector.colbert_from_base`) encodes documents and queries with its own
+conventions, and colbert-ai only clusters, compresses, probes and scores the embeddings it is handed
+(``settings["encoder"] == "multivector"``). A colbert-ai/Stanford checkpoint (``HF_ColBERT``) or a hub
+name is encoded by colbert-ai itself, as before (``settings["encoder"] == "colbert-ai"``).
 
 Search settings follow colbert-ai's defaults for the requested ``k`` unless given explicitly
 (``ncells``, ``ndocs``, ``centroid_score_threshold``); they are passed on every call.
@@ -49,9 +58,36 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_maxlen: int = 300,
+ENCODER_SUBDIR = "encoder"
+LEGACY_DOC_MAXLEN = 300
+
+
+def uses_colbert_ai_encoder(model: str) -> bool:
+    """True for a colbert-ai/Stanford checkpoint or a hub name: colbert-ai encodes those itself."""
+    from colmed.colbert.multivector import checkpoint_kind
+
+    return checkpoint_kind(model) in ("stanford", "unknown")
+
+
+def _multivector_model(model: str, passages: list[str], out_dir: Path, dim: int | None, pca_passages: int,
+                       device: str | None):
+    """The MultiVectorEncoder that encodes this index, and the model reference the manifest records."""
+    from colmed.colbert.multivector import checkpoint_kind, colbert_from_base, load_colbert
+
+    if checkpoint_kind(model) == "multivector":
+        if dim is not None:
+            raise InputError("dim applies to a ColBERT built from a plain model, not to a ColBERT checkpoint",
+                             field="dim")
+        return load_colbert(model, device=device), model
+    encoder = colbert_from_base(model, dim, pca_texts=passages[:pca_passages], device=device)
+    encoder.save(str(out_dir / ENCODER_SUBDIR))
+    return encoder, ENCODER_SUBDIR
+
+
+def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_maxlen: int | None = None,
                       batch_size: int = 32, device: str | None = None, kmeans_niters: int = 4,
-                      reuse_sample_encodings: bool = True, recall_sample: int = 50, **extra) -> IndexManifest:
+                      reuse_sample_encodings: bool = True, recall_sample: int = 50, dim: int | None = None,
+                      pca_passages: int = 2000, **extra) -> IndexManifest:
     """Encode ``dataset.corpus`` with the ColBERT checkpoint ``model`` into a PLAID index in ``out_dir``.
 
     Called by :func:`colmed.indexes.base.build_index`, which owns ``out_dir`` (a temp dir renamed on success) and
@@ -81,10 +117,32 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
 
     started = time.time()
     log = io.StringIO()
+    own_encoder: dict[str, Any] = {}
+    conventions: dict[str, Any] = {}
+    if uses_colbert_ai_encoder(model):
+        if dim is not None:
+            raise InputError("a colbert-ai checkpoint has a trained projection; dim does not apply", field="dim")
+        doc_maxlen = doc_maxlen or LEGACY_DOC_MAXLEN
+        model_ref = model
+    else:
+        from colmed.colbert import multivector
+
+        encoder, model_ref = _multivector_model(model, passages, out_dir, dim, pca_passages, device)
+        if doc_maxlen:  # an index-time choice, like colbert-ai's doc_maxlen: documents only
+            multivector.set_document_length(encoder, doc_maxlen)
+        conventions = multivector.conventions(encoder)
+        if conventions["dim"] % (nbits * 8):
+            raise InputError(f"PLAID packs each {conventions['dim']}-d token vector's residual in bytes: "
+                             f"dim must be a multiple of 8 x nbits ({8 * nbits}); use a smaller nbits",
+                             field="nbits")
+        doc_maxlen = conventions["document_length"]
+        own_encoder = {"encode_documents": lambda texts: multivector.encode_documents(encoder, texts, batch_size),
+                       "dim": conventions["dim"], "query_maxlen": multivector.query_token_limit(encoder)}
     info = adapter.build_plaid(str(model), passages, out_dir / PLAID_SUBDIR, nbits=nbits, doc_maxlen=doc_maxlen,
                                index_bsize=batch_size, scratch=out_dir / ".scratch", kmeans_niters=kmeans_niters,
-                               log=log, reuse_sample_encodings=reuse_sample_encodings)
+                               log=log, reuse_sample_encodings=reuse_sample_encodings, **own_encoder)
     seconds = time.time() - started
+    source_model, model = model, model_ref
     shutil.rmtree(out_dir / ".scratch", ignore_errors=True)
 
     import json
@@ -92,7 +150,10 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
     metadata = json.loads((out_dir / PLAID_SUBDIR / "metadata.json").read_text(encoding="utf-8"))
     num_embeddings = int(metadata["num_embeddings"])
     plaid_bytes = _dir_bytes(out_dir / PLAID_SUBDIR)
-    settings = {"nbits": nbits, "doc_maxlen": doc_maxlen, "query_maxlen": info["query_maxlen"],
+    settings = {"encoder": "multivector" if own_encoder else "colbert-ai",
+                **({"conventions": conventions} if conventions else {}),
+                **({"base_model": source_model} if model != source_model else {}),
+                "nbits": nbits, "doc_maxlen": doc_maxlen, "query_maxlen": info["query_maxlen"],
                 "index_bsize": batch_size, "kmeans_niters": kmeans_niters, "device": resolved_device,
                 "reuse_sample_encodings": reuse_sample_encodings,
                 "num_partitions": metadata.get("num_partitions"),
@@ -156,6 +217,8 @@ class PlaidIndex:
         checkpoint = model or manifest.model
         if not checkpoint:
             raise InputError("manifest names no model", path=self.index_dir / "manifest.json", field="model")
+        if checkpoint == ENCODER_SUBDIR:  # the untrained ColBERT saved inside the index
+            checkpoint = str(self.index_dir / ENCODER_SUBDIR)
         if Path(checkpoint).is_absolute() and not Path(checkpoint).exists():
             raise InputError(f"the index's checkpoint {checkpoint} is gone; pass model=<its new location>",
                              path=self.index_dir / "manifest.json", field="model")
@@ -167,8 +230,19 @@ class PlaidIndex:
         self.batch_size = batch_size
         # The index holds documents only, so queries may be read longer than the model was trained with
         # (ColBERTv2 reads ArguAna's argument-length queries to 300 tokens).
+        encode_queries = None
+        if manifest.settings.get("encoder") == "multivector":
+            from colmed.colbert import multivector
+
+            encoder = multivector.load_colbert(checkpoint, device=self.device)
+            if query_maxlen:
+                multivector.set_query_length(encoder, query_maxlen)
+            query_maxlen = multivector.query_token_limit(encoder)
+            encode_queries = lambda texts: multivector.encode_queries(encoder, texts, batch_size)  # noqa: E731
+            self.encoder = encoder
         self._searcher = adapter.PlaidSearcher(plaid, checkpoint, num_docs=len(self.doc_ids),
-                                               query_maxlen=query_maxlen or manifest.settings.get("query_maxlen"))
+                                               query_maxlen=query_maxlen or manifest.settings.get("query_maxlen"),
+                                               encode_queries=encode_queries)
         self.query_maxlen = self._searcher.query_maxlen
 
     @classmethod

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from colmed.core.errors import ColmedError, IndexExistsError, InputError
+from colmed.core.errors import IndexExistsError, InputError
 from colmed.data_gen.config import GenerateConfig, parse_shard
 from colmed.data_gen.export import to_colbert, to_sentence_transformers
 from colmed.data_gen.generators.cropping import IndependentCroppingGenerator

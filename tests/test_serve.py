@@ -193,15 +193,15 @@ def test_llama_index_retriever_in_process_and_served_hybrid(server, sample_index
     from colmed.integrations.llama_index import ColmedLlamaRetriever
 
     local = ColmedLlamaRetriever(index={"bm25": str(sample_indexes["bm25"])}, k=2)
-    nodes = local.retrieve("can I take metformin with kidney disease")
+    nodes = local.retrieve("levothyroxine dose adjustment TSH")
     assert all(isinstance(n, NodeWithScore) for n in nodes) and len(nodes) == 2
-    assert nodes[0].node.node_id == "dm-02" and nodes[0].node.metadata["title"] == "Metformin and kidney function"
-    assert "metformin" in nodes[0].node.get_content().lower()
+    assert nodes[0].node.node_id == "thyroid-01" and nodes[0].node.metadata["title"] == "Hypothyroidism treatment"
+    assert "levothyroxine" in nodes[0].node.get_content().lower()
 
     url, _ = server
     served = ColmedLlamaRetriever(url=url, index=["bm25", "dense"], k=4).retrieve(
-        "can I take metformin with kidney disease")
-    assert len(served) == 4 and served[0].node.node_id == "dm-02"
+        "levothyroxine dose adjustment TSH")
+    assert len(served) == 4 and served[0].node.node_id == "thyroid-01"
     assert served[0].score == pytest.approx(2 / 61)  # first in both runs under RRF
 
 

@@ -16,6 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from colmed.cli import main
+from colmed.stages import StageRunner
 from colmed.study import (StudyConfig, apply_overrides, build_stages, restore_generate_stage, save_generate_stage,
                           stage_config_path, write_stage_configs)
 from colmed.core.errors import InputError
@@ -149,6 +150,10 @@ def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir,
         assert set(manifest["stages"]) == {"generate", "train-bi-encoder", "train-colbert", "benchmark"}
         markers = {p: p.read_text() for p in (out / "stages").glob("*.stage.json")}
         assert len(markers) == 3
+        # Each stage ran exactly the command its serialised settings (stage_config.json) build.
+        for stage in build_stages(StudyConfig.from_yaml(config)):
+            ran = json.loads(StageRunner.marker(stage).read_text())["command"]
+            assert json.loads(stage_config_path(stage).read_text())["command"] == ran
 
         # Re-running runs nothing: every stage is cached, no marker is rewritten, the tables are unchanged.
         r2 = runner.invoke(main, ["study", "--config", str(config)], catch_exceptions=False)
@@ -203,8 +208,6 @@ def test_shipped_study_configs_plan_commands_their_cli_accepts(config):
 def test_published_generate_stage_is_restored_only_for_the_stage_that_made_it(tmp_path):
     """bench/study_reference.py --generated: a study reruns without its LLM only from matching triplets."""
     import shutil
-
-    from colmed.stages import StageRunner
 
     notes = write_notes(tmp_path / "notes.jsonl", n=3)
     main_dir, published = tmp_path / "main", tmp_path / "published"

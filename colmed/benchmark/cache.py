@@ -33,21 +33,12 @@ def _stderr(line: str) -> None:
 
 
 def content_hash(path_or_name: str | Path) -> str | None:
-    """sha256 over a local model file or folder (relative paths and bytes); ``None`` for a hub name.
+    """Content hash of a local model file or folder (:func:`colmed.core.provenance.hash_path`); ``None``
+    for a hub name. Read from disk on every call: a cache by path would hide a model retrained into the
+    same folder."""
+    from colmed.core.provenance import hash_path
 
-    Read from disk on every call: a cache by path would hide a model retrained into the same folder.
-    """
-    p = Path(path_or_name)
-    if not p.exists():
-        return None
-    h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-    for f in files:
-        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-    return h.hexdigest()
+    return hash_path(path_or_name)
 
 
 def cache_key(*parts: Any) -> str:

@@ -362,11 +362,55 @@ def train(data: ColbertTrainingData, base: str, save_dir: Path, *, settings: dic
 # --------------------------------------------------------------------------------------------- indexing
 
 
+DocumentEncoder = Callable[[list[str]], "list[torch.Tensor]"]
+QueryEncoder = Callable[[list[str]], "list[torch.Tensor]"]
+
+
+class _EncoderCheckpoint:
+    """Stands in for colbert-ai's ``Checkpoint`` (its BERT + ``linear`` model) when colmed's encoder encodes.
+
+    colbert-ai's indexer asks its checkpoint for ``docFromText(passages, keep_dims="flatten")``: all token
+    vectors of the batch stacked, plus each passage's token count. Here they come from ``encode_documents``
+    (the model's own document conventions), so colbert-ai only clusters, compresses and searches.
+    """
+
+    def __init__(self, encode_documents: DocumentEncoder | None = None):
+        self._encode_documents = encode_documents
+
+    def docFromText(self, docs, bsize=None, keep_dims=True, to_cpu=False, showprogress=False, **_ignored):  # noqa: N802
+        if keep_dims != "flatten" or self._encode_documents is None:
+            raise RuntimeError("colmed's encoder checkpoint only serves colbert-ai's indexing (keep_dims='flatten')")
+        embeddings = self._encode_documents(list(docs))
+        doclens = [int(e.size(0)) for e in embeddings]
+        return torch.cat(embeddings).float(), doclens
+
+    def queryFromText(self, *args, **kwargs):  # noqa: N802
+        raise RuntimeError("queries are encoded by colmed's encoder and passed to the ranker as tensors")
+
+    def cuda(self):
+        return self
+
+    def cpu(self):
+        return self
+
+
+def _encoder_checkpoint(encode_documents: DocumentEncoder | None = None):
+    def factory(name, colbert_config=None, verbose=3):
+        return _EncoderCheckpoint(encode_documents)
+
+    return factory
+
+
 def build_plaid(checkpoint: str, passages: list[str], index_path: Path, *, nbits: int, doc_maxlen: int,
                 index_bsize: int, scratch: Path, kmeans_niters: int = 4, log: io.TextIOBase | None = None,
-                reuse_sample_encodings: bool = True) -> dict[str, Any]:
+                reuse_sample_encodings: bool = True, encode_documents: DocumentEncoder | None = None,
+                dim: int | None = None, query_maxlen: int | None = None) -> dict[str, Any]:
     """Build a PLAID index of ``passages`` (pid = list position) at ``index_path`` (must not exist).
 
+    ``encode_documents`` (texts -> one ``(tokens, dim)`` tensor each; ``dim`` and ``query_maxlen`` given
+    with it) makes colbert-ai index those embeddings instead of encoding with its own model: colbert-ai
+    then never loads ``checkpoint``, which is only recorded. Without it, colbert-ai encodes with the
+    colbert-ai checkpoint ``checkpoint`` (its markers, [MASK] expansion and ``doc_maxlen``).
     ``reuse_sample_encodings=False`` keeps colbert-ai's upstream behaviour (encode the k-means sample, then
     encode everything again); it exists to measure the saving.
     """
@@ -374,14 +418,19 @@ def build_plaid(checkpoint: str, passages: list[str], index_path: Path, *, nbits
     if index_path.exists():
         raise InputError("PLAID index folder already exists", path=index_path)
     with _colbert_run(scratch):
+        import colbert.indexing.collection_indexer as collection_indexer
         from colbert import Indexer
         from colbert.infra import ColBERTConfig
 
+        own = ({"dim": dim, "query_maxlen": query_maxlen, "checkpoint": str(checkpoint)}
+               if encode_documents is not None else {})
         config = ColBERTConfig(nbits=nbits, doc_maxlen=doc_maxlen, index_bsize=index_bsize,
                                kmeans_niters=kmeans_niters, index_path=str(index_path), nranks=1,
-                               avoid_fork_if_possible=True)
+                               avoid_fork_if_possible=True, **own)
         reuse = reuse_sample_embeddings() if reuse_sample_encodings else _count_encodings()
-        with _quiet(log), reuse as counters:
+        hooked = (_patched(collection_indexer, "Checkpoint", _encoder_checkpoint(encode_documents))
+                  if encode_documents is not None else contextlib.nullcontext())
+        with _quiet(log), reuse as counters, hooked:
             indexer = Indexer(checkpoint=str(checkpoint), config=config, verbose=1)
             indexer.index(name=index_path.name, collection=list(passages), overwrite=False)
             index_config = indexer.config
@@ -415,17 +464,22 @@ class PlaidSearcher:
     """
 
     def __init__(self, index_path: str | Path, checkpoint: str, num_docs: int, *, scratch: str | Path | None = None,
-                 query_maxlen: int | None = None, log: io.TextIOBase | None = None):
+                 query_maxlen: int | None = None, log: io.TextIOBase | None = None,
+                 encode_queries: QueryEncoder | None = None):
         self.index_path = Path(index_path)
         self._scratch = Path(scratch) if scratch else self.index_path.parent / ".colbert-scratch"
+        self._encode_queries = encode_queries
         with _colbert_run(self._scratch):
+            import colbert.searcher as colbert_searcher
             from colbert import Searcher
             from colbert.infra import ColBERTConfig
 
             overrides = {"query_maxlen": query_maxlen} if query_maxlen else {}
             # Searcher insists on a collection but only ranks pids; a placeholder keeps the texts out of memory.
             placeholder = [""] * num_docs
-            with _quiet(log, stderr=True):
+            hooked = (_patched(colbert_searcher, "Checkpoint", _encoder_checkpoint())
+                      if encode_queries is not None else contextlib.nullcontext())
+            with _quiet(log, stderr=True), hooked:
                 self._searcher = Searcher(index=str(self.index_path.resolve()), checkpoint=str(checkpoint),
                                           collection=placeholder, config=ColBERTConfig(**overrides), verbose=0)
         self.dim = self._searcher.config.dim
@@ -436,7 +490,11 @@ class PlaidSearcher:
         """The wrapped ``colbert.Searcher`` (used by the overhead benchmark)."""
         return self._searcher
 
-    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+    def encode(self, texts: Sequence[str]) -> "torch.Tensor | list[torch.Tensor]":
+        """Query embeddings: colbert-ai's ``(n, query_maxlen, dim)`` tensor, or one tensor per query from
+        colmed's encoder."""
+        if self._encode_queries is not None:
+            return self._encode_queries(list(texts))
         with _colbert_run(self._scratch):
             return self._searcher.encode(list(texts))
 
@@ -445,12 +503,14 @@ class PlaidSearcher:
         """Encode ``texts`` in one batch, then rank each; returns ``[(pids, scores)]`` per text."""
         if not texts:
             return []
+        Q = self.encode(texts)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         with _colbert_run(self._scratch):
             self._searcher.configure(ncells=ncells, ndocs=ndocs, centroid_score_threshold=centroid_score_threshold)
-            Q = self._searcher.encode(list(texts))
             out = []
-            for i in range(Q.size(0)):
-                pids, _, scores = self._searcher.dense_search(Q[i:i + 1], k=k)
+            for i in range(len(Q)):
+                query = Q[i].unsqueeze(0).to(device) if isinstance(Q, list) else Q[i:i + 1]
+                pids, _, scores = self._searcher.dense_search(query, k=k)
                 out.append((list(pids), [float(s) for s in scores]))
         return out
 

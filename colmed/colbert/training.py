@@ -1,60 +1,70 @@
-"""Train a ColBERTv2 model on colmed triplets with colbert-ai, and save a checkpoint others can load.
+"""Train a ColBERT model on colmed triplets with sentence-transformers' ``MultiVectorEncoderTrainer``.
 
-The output folder is a colbert-ai checkpoint (``config.json``, ``model.safetensors``, tokenizer files and
-``artifact.metadata`` with the ColBERT settings), which colbert-ai, RAGatouille and PyLate load directly,
-plus colmed's ``manifest.json`` (config, versions, data hash, time, loss curve) and ``train.log``
-(colbert-ai's own output). It is built in a temp sibling and renamed at the end, so a crash leaves nothing
-half-written, and an existing folder is only replaced with ``overwrite=True``.
+The ColBERT family trains exactly as the dense family does (:mod:`colmed.bi_encoder.train`): the same
+triplet reading and column layout (:class:`~colmed.bi_encoder.data.TripletTrainingData`), the same
+trainer arguments (:func:`colmed.bi_encoder.train.training_arguments`: batch size, learning rate,
+steps/epochs, warmup, no-duplicates batches, precision, evaluation and checkpointing), the same resume
+and checkpoint-directory rules, and dev nDCG@10 through ranx keeping the best checkpoint. Only the model
+class and the loss differ: a :class:`~sentence_transformers.MultiVectorEncoder` (see
+:mod:`colmed.colbert.multivector` for the start points) trained with the MaxSim variants of
+MultipleNegativesRankingLoss or its GradCache form (``loss: cached_mnrl``), in-batch and mined hard
+negatives, ``scale = 1/temperature``.
 
-colbert-ai 0.2.22 cannot resume training (its resume code is commented out upstream), so an interrupted
-run restarts from the base model.
+On disk::
 
-Example (not run as a doctest: it needs a trained ColBERT checkpoint and colbert-ai's C++ extensions,
-compiled once in ~2.5 min; ``tests/test_colbert.py`` runs this path on a tiny model):
+    <out>/                   the finished MultiVectorEncoder: MultiVectorEncoder(<out>) loads it (its query and
+                             document conventions included); README.md model card; manifest.json
+    <out>.checkpoints/       resumable trainer checkpoints (removed after success unless keep_checkpoints)
+
+Example (not run as a doctest: training takes minutes; ``tests/test_colbert_multivector.py`` trains a
+tiny model end to end):
     >>> from colmed.colbert.training import ColbertTrainingConfig, train_colbert
     >>> cfg = ColbertTrainingConfig(base_model="path/to/all-MiniLM-L6-v2", triplets="runs/triplets/",
     ...                             out="runs/colbert-minilm", max_steps=20, batch_size=8)
     >>> manifest = train_colbert(cfg)                                    # doctest: +SKIP
-    >>> manifest["final_loss"] < manifest["loss_curve"][0][1]            # doctest: +SKIP
+    >>> manifest["metrics"]["best_dev"] >= manifest["metrics"]["base_dev"]["dev_ndcg@10"]  # doctest: +SKIP
     True
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
-import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from sentence_transformers.base.evaluation import BaseEvaluator
 
 from colmed.core import config as config_io
 from colmed.core.errors import IndexExistsError, InputError
-from colmed.core.io import atomic_directory, read_jsonl, sha256_file, write_json
-from colmed.data.triplets import TripletRecord
+from colmed.core.io import atomic_directory, write_json
+from colmed.data.datasets import RetrievalDataset
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class ColbertTrainingConfig:
     """Settings of one ``colmed train colbert`` run; every field is also a CLI flag and a YAML key.
 
-    The hyperparameters carry the names :class:`~colmed.bi_encoder.config.BiEncoderTrainingConfig` uses
-    (``batch_size``, ``learning_rate``, ``epochs``, ``max_steps``, ``warmup_ratio``, ``max_query_length``,
-    ``max_doc_length``, ``seed``); :func:`colbert_settings` maps them to colbert-ai's own. ``max_steps``
-    of -1 trains for ``epochs`` passes over the usable triplets instead. ``nway`` is 1 positive +
-    (nway-1) hard negatives per query; ``None`` picks the smallest number of negatives any usable record
-    has, plus one. ``distill`` trains on ``teacher_scores`` (KL divergence, colbert-ai's distillation)
-    instead of the one-hot positive. ``seed`` orders the training examples; colbert-ai seeds torch itself
-    with 12345. ``dim`` (token embedding size) defaults to the base checkpoint's when it is a ColBERT
-    checkpoint, else 128.
+    The names are :class:`~colmed.bi_encoder.config.BiEncoderTrainingConfig`'s (``batch_size``,
+    ``learning_rate``, ``epochs``, ``max_steps``, ``warmup_ratio``, ``weight_decay``, ``temperature``,
+    ``loss``, ``mini_batch_size``, ``max_query_length``, ``max_doc_length``, ``seed``, ``precision``,
+    ``dev`` ...), and mean the same. ``max_steps`` of -1 trains for ``epochs``. ``nway`` is 1 positive +
+    (nway-1) hard negatives per query; ``None`` picks the smallest number of negatives any train record
+    has, plus one. ``max_query_length``/``max_doc_length`` and ``dim`` shape a ColBERT built from a
+    plain model (they become the saved model's conventions; ``dim`` of the base hidden size means no
+    projection, smaller means a PCA-initialised projection over ``pca_passages`` training passages); a
+    ColBERT checkpoint keeps its own.
 
     Example:
         >>> cfg = ColbertTrainingConfig(base_model="m", batch_size=16, max_steps=200, warmup_ratio=0.1)
-        >>> s = colbert_settings(cfg, nway=2)
-        >>> s["bsize"], s["maxsteps"], s["warmup"], s["lr"], s["query_maxlen"], s["doc_maxlen"]
-        (16, 200, 20, 1e-05, 32, 180)
+        >>> cfg.scale, cfg.max_query_length, cfg.max_doc_length, cfg.dim
+        (1.0, 32, 256, None)
     """
 
     base_model: str = ""
@@ -66,30 +76,60 @@ class ColbertTrainingConfig:
     epochs: float = 1.0
     max_steps: int = 500
     warmup_ratio: float = 0.0
-    max_doc_length: int = 180
+    weight_decay: float = 0.01
+    temperature: float = 1.0
+    loss: Literal["mnrl", "cached_mnrl"] = "mnrl"
+    mini_batch_size: int = 32
+    max_doc_length: int = 256
     max_query_length: int = 32
     dim: int | None = None
-    use_ib_negatives: bool = True
-    distill: bool = False
-    distillation_alpha: float = 1.0
+    pca_passages: int = 2000
     split: str = "train"
     seed: int = 12345
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    dev: str | None = "triplets"
+    dev_split: str = "dev"
+    dev_max_queries: int | None = 500
+    dev_max_docs: int | None = None
+    eval_steps: int = 0
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    max_train_samples: int | None = None
+    dataloader_workers: int = 0
+    keep_checkpoints: bool = False
+    checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
         config_io.check_types(self)
         checks = [("batch_size", self.batch_size >= 1, "must be >= 1"),
+                  ("mini_batch_size", self.mini_batch_size >= 1, "must be >= 1"),
                   ("max_steps", self.max_steps >= 1 or self.max_steps == -1,
                    "must be >= 1, or -1 to train for `epochs`"),
                   ("epochs", self.epochs > 0, "must be > 0"),
                   ("learning_rate", self.learning_rate > 0, "must be > 0"),
+                  ("temperature", self.temperature > 0, "must be > 0"),
                   ("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
                   ("dim", self.dim is None or self.dim >= 1, "must be >= 1"),
+                  ("pca_passages", self.pca_passages >= 1, "must be >= 1"),
                   ("nway", self.nway is None or self.nway >= 2, "must be >= 2 (one positive, >= 1 negative)"),
                   ("max_doc_length", self.max_doc_length >= 8, "must be >= 8"),
                   ("max_query_length", self.max_query_length >= 4, "must be >= 4")]
         for name, ok, message in checks:
             if not ok:
                 raise InputError(f"{message}, got {getattr(self, name)}", field=name)
+
+    @property
+    def scale(self) -> float:
+        """What the ranking losses multiply MaxSim scores by (``1/temperature``)."""
+        return round(1.0 / self.temperature, 6)
+
+    @property
+    def checkpoints_path(self) -> Path:
+        """Where resumable trainer checkpoints live: beside ``out``, so ``out`` only ever holds a finished model."""
+        if self.checkpoint_dir:
+            return Path(self.checkpoint_dir)
+        out = Path(self.out)
+        return out.with_name(out.name + ".checkpoints")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: config_io.Overrides = ()) -> "ColbertTrainingConfig":
@@ -105,7 +145,7 @@ class ColbertTrainingConfig:
 
     def validate(self) -> None:
         """What a run needs beyond well-formed settings: a base model, triplets and an output folder."""
-        for name, what in (("base_model", "a colbert checkpoint or a BERT-like model"),
+        for name, what in (("base_model", "a ColBERT checkpoint or a sentence-transformers/BERT-like model"),
                            ("triplets", "triplets.jsonl or a folder holding it"), ("out", "the folder to write")):
             if not getattr(self, name):
                 raise InputError(f"required: {what}", field=name)
@@ -117,181 +157,205 @@ class ColbertTrainingConfig:
         return max(1, math.ceil(self.epochs * num_examples / self.batch_size))
 
 
-def colbert_settings(config: ColbertTrainingConfig, nway: int, steps: int | None = None) -> dict[str, Any]:
-    """colmed's trainer vocabulary as colbert-ai ``ColBERTConfig`` fields (the one place that maps them).
-
-    ``steps`` is the run's length (:meth:`ColbertTrainingConfig.total_steps`); by default ``max_steps``.
-    """
-    steps = steps if steps is not None else config.max_steps
-    if steps < 1:
-        raise ValueError("max_steps is -1 (train for `epochs`): pass steps=config.total_steps(num_examples)")
-    warmup = round(config.warmup_ratio * steps)
-    return {"bsize": config.batch_size, "lr": config.learning_rate, "maxsteps": steps, "nway": nway,
-            "doc_maxlen": config.max_doc_length, "query_maxlen": config.max_query_length,
-            **({"dim": config.dim} if config.dim else {}),
-            "use_ib_negatives": config.use_ib_negatives, "warmup": warmup or None,
-            "ignore_scores": not config.distill, "distillation_alpha": config.distillation_alpha,
-            "accumsteps": 1}
-
-
-@dataclass
-class PreparedTriplets:
-    """colbert-ai's in-memory training data plus what was kept and dropped, for the manifest."""
-
-    examples: list[list]
-    queries: dict[int, str]
-    collection: list[str]
-    nway: int
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-def read_triplet_records(path: str | Path) -> tuple[Path, list[tuple[int, TripletRecord]]]:
-    """Read triplets from a JSONL file or a folder with ``triplets.jsonl``, keeping line numbers."""
+def triplets_file(path: str | Path) -> Path:
+    """``triplets.jsonl`` itself, or inside a folder; a missing file is an error naming it."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "triplets.jsonl"
-    records = [(lineno, TripletRecord.from_dict(rec, path=path, line=lineno)) for lineno, rec in read_jsonl(path)]
-    if not records:
-        raise InputError("no triplets", path=path)
-    return path, records
+    file = path / "triplets.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise InputError("triplets file not found", path=file)
+    return file
 
 
-def prepare_triplets(path: Path, records: list[tuple[int, TripletRecord]], config: ColbertTrainingConfig
-                     ) -> PreparedTriplets:
-    """Turn triplet records into colbert-ai's (examples, queries, collection), with integer ids.
+def auto_nway(path: str | Path, split: str = "train") -> int:
+    """1 + the fewest hard negatives any ``split`` record with negatives has (every such record is kept).
 
-    Records of another split, or with fewer than ``nway-1`` negatives, are dropped and counted; a query
-    or passage id that reappears with different text is an error (the data would be ambiguous).
+    Example:
+        >>> import json, tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "triplets.jsonl"
+        >>> rec = {"query_id": "q", "query": "a", "positive_id": "p", "positive": "b"}
+        >>> _ = p.write_text("\\n".join(json.dumps({**rec, "negative_ids": ids, "negatives": ids})
+        ...                            for ids in (["n1", "n2"], ["n1", "n2", "n3"])))
+        >>> auto_nway(p)
+        3
     """
-    usable = [(n, r) for n, r in records if r.split == config.split]
-    if not usable:
-        raise InputError(f"no records with split {config.split!r}", path=path, field="split")
-    nway = config.nway
-    if nway is None:
-        with_negatives = [len(r.negatives) for _, r in usable if r.negatives]
-        if not with_negatives:
-            raise InputError("no record has hard negatives; colbert-ai training needs nway >= 2",
-                             path=path, field="negatives")
-        nway = 1 + min(with_negatives)
-    kept = [(n, r) for n, r in usable if len(r.negatives) >= nway - 1]
-    if not kept:
-        raise InputError(f"no record has the {nway - 1} negatives nway={nway} needs", path=path, field="negatives")
+    from colmed.data.triplets import read_triplets
 
-    qids: dict[str, int] = {}
-    queries: dict[int, str] = {}
-    pids: dict[str, int] = {}
-    collection: list[str] = []
-
-    def pid_of(doc_id: str, text: str, lineno: int, field_name: str) -> int:
-        if doc_id in pids:
-            if collection[pids[doc_id]] != text:
-                raise InputError(f"passage id {doc_id!r} appears earlier with different text", path=path,
-                                 line=lineno, field=field_name)
-            return pids[doc_id]
-        if not text.strip():
-            raise InputError(f"empty passage {doc_id!r}", path=path, line=lineno, field=field_name)
-        pids[doc_id] = len(collection)
-        collection.append(text)
-        return pids[doc_id]
-
-    examples: list[list] = []
-    for lineno, r in kept:
-        if r.query_id in qids:
-            if queries[qids[r.query_id]] != r.query:
-                raise InputError(f"query id {r.query_id!r} appears earlier with different text", path=path,
-                                 line=lineno, field="query")
-        else:
-            if not r.query.strip():
-                raise InputError("empty query", path=path, line=lineno, field="query")
-            qids[r.query_id] = len(qids)
-            queries[qids[r.query_id]] = r.query
-        passage_pids = [pid_of(r.positive_id, r.positive, lineno, "positive")]
-        passage_pids += [pid_of(i, t, lineno, "negatives") for i, t in zip(r.negative_ids, r.negatives)][:nway - 1]
-        if config.distill:
-            scores = r.teacher_scores
-            if not scores or len(scores) < nway:
-                raise InputError(f"--distill needs {nway} teacher scores (positive first, then negatives)",
-                                 path=path, line=lineno, field="teacher_scores")
-            examples.append([qids[r.query_id], *[[p, float(s)] for p, s in zip(passage_pids, scores)]])
-        else:
-            examples.append([qids[r.query_id], *passage_pids])
-
-    if len(examples) < config.batch_size:
-        raise InputError(f"only {len(examples)} usable triplets, fewer than one batch "
-                         f"(batch_size={config.batch_size}); lower --batch-size", path=path)
-    counts = {"records": len(records), "other_split": len(records) - len(usable),
-              "too_few_negatives": len(usable) - len(kept), "examples": len(examples),
-              "queries": len(queries), "passages": len(collection)}
-    return PreparedTriplets(examples, queries, collection, nway, counts)
+    file = triplets_file(path)
+    counts = [len(r.negatives) for r in read_triplets(file) if r.split == split and r.negatives]
+    if not counts:
+        raise InputError(f"no {split!r} record has hard negatives; ColBERT training uses nway >= 2", path=file,
+                         field="negatives")
+    return 1 + min(counts)
 
 
-def _epoch_ordered(examples: list[list], steps: int, bsize: int, seed: int) -> tuple[list[list], int]:
-    """Shuffle per epoch and repeat until ``steps * bsize`` examples exist (colbert-ai stops when they run out)."""
-    rng = random.Random(seed)
-    needed = steps * bsize
-    ordered: list[list] = []
-    epochs = 0
-    while len(ordered) < needed:
-        epoch = list(examples)
-        rng.shuffle(epoch)
-        ordered.extend(epoch)
-        epochs += 1
-    return ordered[:needed], epochs
+class MaxSimRetrievalEvaluator(BaseEvaluator):
+    """Dev evaluation for ColBERT: exhaustive MaxSim over the dev corpus with the model being trained, ranx metrics.
+
+    The trainer logs ``eval_<name>_ndcg@10`` and keeps the best checkpoint by it, as for the dense family
+    (:class:`colmed.bi_encoder.dev_eval.DenseRetrievalEvaluator`).
+    """
+
+    def __init__(self, dataset: RetrievalDataset, name: str = "dev",
+                 metrics: tuple[str, ...] = ("ndcg@10", "mrr@10", "recall@100"), batch_size: int = 32):
+        super().__init__()
+        if not dataset.queries or not dataset.corpus:
+            raise ValueError("dev evaluation needs at least one query and one document")
+        self.dataset, self.name, self.metrics, self.batch_size = dataset, name, tuple(metrics), batch_size
+        self.primary_metric = self.metrics[0]
+        self.history: list[dict[str, Any]] = []
+
+    def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
+        from colmed.bi_encoder.dev_eval import ranx_scores
+        from colmed.colbert.multivector import ExhaustiveMaxSim
+
+        was_training = model.training
+        model.eval()
+        try:
+            doc_ids = list(self.dataset.corpus)
+            scorer = ExhaustiveMaxSim(model, doc_ids, [self.dataset.corpus[d].full_text for d in doc_ids],
+                                      batch_size=self.batch_size)
+            run = scorer.search(self.dataset.queries, k=100)
+        finally:
+            model.train(was_training)
+        values = ranx_scores(self.dataset.qrels, run, self.metrics)
+        self.history.append({"epoch": epoch, "step": steps, **values})
+        logger.info("dev evaluation (epoch %s, step %s): %s", epoch, steps,
+                    ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        metrics = self.prefix_name_to_metrics(values, self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
 
 
-def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train on ``config.triplets`` and write the checkpoint folder ``config.out``; returns its manifest."""
-    from tqdm.auto import tqdm
+def build_loss(model, config: ColbertTrainingConfig):
+    """MaxSim MNRL (in-batch + mined negatives) or its cached (GradCache) form; gathered across processes."""
+    from sentence_transformers.multi_vector_encoder import losses
 
-    from colmed.colbert import adapter
-    from colmed.core.provenance import run_manifest
+    from colmed.bi_encoder.train import _world_size
+
+    gather = _world_size() > 1
+    if config.loss == "cached_mnrl":
+        return losses.CachedMultiVectorMultipleNegativesRankingLoss(
+            model, scale=config.scale, mini_batch_size=config.mini_batch_size, gather_across_devices=gather)
+    return losses.MultiVectorMultipleNegativesRankingLoss(model, scale=config.scale, gather_across_devices=gather)
+
+
+def _dev_set(config: ColbertTrainingConfig, data) -> RetrievalDataset | None:
+    if not config.dev:
+        return None
+    if config.dev == "triplets":
+        if data.dev is None:
+            logger.warning("no dev-split triplets: training without dev evaluation (last step is kept)")
+        dev = data.dev
+    else:
+        from colmed.data.datasets import load_dataset
+
+        dev = load_dataset(config.dev, split=config.dev_split)
+    if dev is not None and (config.dev_max_queries or config.dev_max_docs):
+        dev = dev.subset(max_queries=config.dev_max_queries, max_docs=config.dev_max_docs)
+    return dev
+
+
+def _pca_sample(train, limit: int) -> list[str]:
+    """The first ``limit`` distinct passages (positives, then negatives) of the training rows."""
+    seen: dict[str, None] = {}
+    for column in [c for c in train.column_names if c != "anchor"]:
+        for text in train[column]:
+            seen.setdefault(text)
+            if len(seen) >= limit:
+                return list(seen)
+    return list(seen)
+
+
+def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progress: bool = True,
+                  resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
+    """Train on ``config.triplets`` and write the MultiVectorEncoder folder ``config.out``; returns its manifest.
+
+    ``resume`` continues from the newest checkpoint in ``config.checkpoints_path`` (same settings
+    required); ``overwrite`` replaces a finished ``config.out`` and discards old checkpoints.
+    """
+    import torch
+    from sentence_transformers import MultiVectorEncoderTrainer, MultiVectorEncoderTrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from colmed.bi_encoder.data import TripletTrainingData
+    from colmed.bi_encoder.train import (CONFIG_NAME, _is_main_process, _prepare_checkpoint_dir,
+                                         _read_base_dev, _resolve_precision, training_arguments)
+    from colmed.colbert.multivector import colbert_from_base, conventions
 
     config.validate()
     out = Path(config.out)
     if out.exists() and not overwrite:
         raise IndexExistsError(f"{out}: already exists; pass --overwrite to replace it")
-    triplets_path, records = read_triplet_records(config.triplets)
-    prepared = prepare_triplets(triplets_path, records, config)
-    steps = config.total_steps(len(prepared.examples))
-    ordered, epochs = _epoch_ordered(prepared.examples, steps, config.batch_size, config.seed)
-    settings = colbert_settings(config, prepared.nway, steps)
-    losses: list[list[float]] = []
-    started = time.time()
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        scratch = tmp / ".scratch"
-        bar = tqdm(total=steps, desc="colbert train", unit="step", disable=not progress)
+    ckpt_dir = config.checkpoints_path
+    last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite,
+                                              find_last=get_last_checkpoint)
+    if config.split != "train":
+        raise InputError("only the 'train' split of the triplets is trained on (dev records evaluate)", field="split")
+    nway = config.nway or auto_nway(config.triplets, config.split)
+    data = TripletTrainingData.from_path(config.triplets, num_negatives=nway - 1,
+                                         max_train_samples=config.max_train_samples, seed=config.seed)
+    train = data.train
+    if len(train) < config.batch_size:
+        raise InputError(f"only {len(train)} usable triplets, fewer than one batch (batch_size={config.batch_size}); "
+                         f"lower --batch-size", path=data.source.get("path"))
 
-        def on_step(step: int, loss: float) -> None:
-            losses.append([step + 1, round(loss, 6)])
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
+    model = colbert_from_base(config.base_model, config.dim, query_length=config.max_query_length,
+                              document_length=config.max_doc_length,
+                              pca_texts=_pca_sample(train, config.pca_passages))
+    model.model_card_data.local_files_only = True
+    model.model_card_data.train_datasets = [{"name": f"colmed triplets ({Path(config.triplets).name})"}]
+    start_conventions = conventions(model)
 
-        try:
-            with open(tmp / "train.log", "w", encoding="utf-8") as log:
-                checkpoint = adapter.train(adapter.ColbertTrainingData(ordered, prepared.queries, prepared.collection),
-                                           config.base_model, tmp / ".checkpoint", settings=settings,
-                                           scratch=scratch, on_step=on_step, log=log)
-        finally:
-            bar.close()
-        for item in checkpoint.iterdir():
-            shutil.move(str(item), tmp / item.name)
-        shutil.rmtree(tmp / ".checkpoint", ignore_errors=True)
-        shutil.rmtree(scratch, ignore_errors=True)
-        seconds = time.time() - started
-        window = max(1, len(losses) // 10)
+    dev = _dev_set(config, data)
+    evaluator = MaxSimRetrievalEvaluator(dev, batch_size=config.batch_size) if dev is not None else None
+    base_dev: dict[str, float] = {}
+    if evaluator is not None and last_checkpoint is None:
+        base_dev = evaluator(model)
+        logger.info("untrained dev: %s", base_dev)
+    if last_checkpoint is None and _is_main_process():
+        write_json(ckpt_dir / CONFIG_NAME, {"config": config.to_dict(), "base_dev_metrics": base_dev})
+
+    precision = _resolve_precision(config.precision, torch)
+    args = training_arguments(config, ckpt_dir, num_rows=len(train), precision=precision,
+                              best_metric=f"eval_dev_{evaluator.metrics[0]}" if evaluator is not None else None,
+                              arguments_class=MultiVectorEncoderTrainingArguments,
+                              disable_tqdm=not progress)
+    trainer = MultiVectorEncoderTrainer(model=model, args=args, train_dataset=train, loss=build_loss(model, config),
+                                        evaluator=evaluator, callbacks=callbacks)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
+    seconds = time.perf_counter() - started
+    base_dev = base_dev or _read_base_dev(ckpt_dir)
+    losses = [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
+    manifest: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        from colmed.core.provenance import run_manifest
+
         manifest = run_manifest(
-            config.to_dict() | {"nway": prepared.nway},
-            kind="colbert-checkpoint",
-            colbert_settings=settings,
+            config.to_dict() | {"nway": nway}, packages=("datasets", "accelerate"),
+            kind="colmed-colbert",
+            model_class="MultiVectorEncoder",
             base_model=config.base_model,
-            data={"triplets": str(triplets_path.resolve()), "sha256": sha256_file(triplets_path),
-                  **prepared.counts, "epochs": epochs, "examples_seen": len(ordered)},
+            conventions=conventions(model),
+            start_conventions=start_conventions,
+            loss={"name": config.loss, "scale": config.scale, "temperature": config.temperature,
+                  "negatives_per_query": nway - 1, "in_batch_negatives": True},
+            precision=precision,
+            data={**data.source, "stats": data.stats, "examples": len(train)},
+            metrics={"base_dev": base_dev, "best_dev": trainer.state.best_metric,
+                     "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
+                     if trainer.state.best_model_checkpoint else None,
+                     "dev_history": [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]},
             training_seconds=round(seconds, 2),
-            steps=len(losses),
-            final_loss=sum(l for _, l in losses[-window:]) / len(losses[-window:]) if losses else None,
+            steps=trainer.state.global_step,
+            final_loss=losses[-1][1] if losses else None,
             loss_curve=losses,
         )
-        write_json(tmp / "manifest.json", manifest)
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            model.save(str(tmp))
+            write_json(tmp / "manifest.json", manifest)
+        if not config.keep_checkpoints:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
     return manifest
 
 

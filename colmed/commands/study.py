@@ -10,7 +10,7 @@ import click
               help="Study YAML (see bench/study_reference.yaml); flags override it.")
 @click.option("--out", default=None, help="Study folder (config key: out).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override any config key, e.g. --set data.num_notes=50 --set colbert.args.maxsteps=100.")
+              help="Override any config key, e.g. --set data.num_notes=50 --set colbert.args.max-steps=100.")
 @click.option("--dry-run", is_flag=True, help="Print the stages, their keys and what is cached; run nothing.")
 def command(config_path, out, overrides, dry_run):
     """Run the whole study, resumably: finished stages whose inputs did not change are skipped.
