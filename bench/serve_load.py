@@ -50,13 +50,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def start_server(indexes: dict[str, str], port: int) -> subprocess.Popen:
+def start_server(indexes: dict[str, str], port: int, torch_threads: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "colmed.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "warning"]
     for name, path in indexes.items():
         cmd += ["--index", f"{name}={path}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch_threads)})
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -137,12 +137,19 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=60.0, help="Load per side per index.")
     ap.add_argument("--slice", type=float, default=10.0, help="Length of one interleaved slice.")
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch intra-op threads on both sides (OMP_NUM_THREADS for the server). On a shared, "
+                         "oversubscribed 2-core machine 2 threads stall at OpenMP barriers (measured: 3.4 vs 31 "
+                         "queries/s for MiniLM in-process), so 1 is the fair setting there.")
     ap.add_argument("--out", default=None, help="Markdown results file.")
     ap.add_argument("--json", default="runs/serve-bench/serve_load.json")
     args = ap.parse_args()
     if args.clients < 1 or args.clients > 64 or args.seconds <= 0 or args.seconds > 600:
         raise SystemExit("--clients must be 1..64 and --seconds in (0, 600]: this is a bounded loopback test")
 
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
     from colmed.indexes.base import load_index
     from colmed.indexes.search import load_queries
     from colmed.serve import IndexPool
@@ -154,7 +161,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     started = time.time()
-    server = start_server(indexes, port)
+    server = start_server(indexes, port, args.torch_threads)
     load_seconds = time.time() - started
     try:
         targets = {name: ({"index": name}, load_index(path)) for name, path in indexes.items()}
@@ -201,7 +208,7 @@ def main() -> None:
 
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "nproc": os.cpu_count(),
             "cpu": cpu_model(), "python": platform.python_version(), "clients": args.clients,
-            "seconds_per_side": args.seconds, "slice_seconds": args.slice, "queries": len(queries),
+            "seconds_per_side": args.seconds, "torch_threads": args.torch_threads, "slice_seconds": args.slice, "queries": len(queries),
             "server_start_seconds": round(load_seconds, 1), "command": " ".join(sys.argv),
             "indexes": info["indexes"]}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +237,8 @@ def render(meta: dict, results: dict) -> str:
             f"server and the in-process API were run in interleaved {meta['slice_seconds']:.0f} s slices.\n"
             f"- Load: {meta['clients']} concurrent HTTP clients on 127.0.0.1, one query per request, k=10, "
             f"{meta['seconds_per_side']:.0f} s per side per index, {meta['queries']} NFCorpus test queries cycled; "
-            f"server start (indexes loaded) {meta['server_start_seconds']} s.\n\n"
+            f"server start (indexes loaded) {meta['server_start_seconds']} s; torch threads {meta['torch_threads']} "
+            f"on both sides.\n\n"
             f"{chr(10).join(lines)}\n\nIndexes:\n{idx}\n")
 
 

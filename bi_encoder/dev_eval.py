@@ -27,25 +27,16 @@ from typing import Any
 from sentence_transformers.base.evaluation import BaseEvaluator
 
 from colmed.data.datasets import RetrievalDataset
+from colmed.data.runs import score_run
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 
 
-def ranx_scores(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
-                metrics: tuple[str, ...] = DEFAULT_METRICS) -> dict[str, float]:
-    """Score ``run`` against ``qrels`` with ranx; every judged query counts (missing runs score 0)."""
-    from ranx import Qrels, Run, evaluate
-
-    # make_comparable scores judged queries without hits as 0 and ignores runs for unjudged queries.
-    hits = {q: docs for q, docs in run.items() if docs}
-    if not hits:
-        return {m: 0.0 for m in metrics}
-    values = evaluate(Qrels(qrels), Run(hits), list(metrics), make_comparable=True)
-    if not isinstance(values, dict):
-        values = {metrics[0]: values}
-    return {m: float(values[m]) for m in metrics}
+# the one ranx scorer (trec_eval tie order, judged queries without hits score 0); the training layer
+# uses it from the data layer because the evaluation layer sits above training
+ranx_scores = score_run
 
 
 class DenseRetrievalEvaluator(BaseEvaluator):

@@ -41,7 +41,7 @@ from typing import Any
 from colmed.bi_encoder.config import BiEncoderTrainingConfig
 from colmed.bi_encoder.data import TripletTrainingData, truncate_to_tokens
 from colmed.core.errors import IndexExistsError, InputError
-from colmed.core.io import atomic_directory, write_json
+from colmed.core.io import atomic_directory, check_output, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +84,7 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
     if not config.out:
         raise InputError("no output directory given", field="out")
     out = Path(config.out)
-    if out.exists() and not overwrite:
-        raise IndexExistsError(f"{out}: already exists; pass --overwrite to replace it")
+    check_output(out, overwrite, kind="model", inputs=[config.triplets, config.base_model if Path(config.base_model).exists() else None])  # before hours of training, not after
     ckpt_dir = config.checkpoints_path
     last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite,
                                               find_last=get_last_checkpoint)
@@ -347,7 +346,9 @@ def _save_model(model, config: BiEncoderTrainingConfig, data: TripletTrainingDat
         train_seconds=round(result.train_seconds, 1),
         global_steps=result.global_steps,
     )
-    with atomic_directory(config.out, overwrite=overwrite) as tmp:
+    inputs = [config.triplets, config.base_model if Path(config.base_model).exists() else None,
+              config.dev if config.dev not in (None, "triplets") and Path(config.dev).exists() else None]
+    with atomic_directory(config.out, overwrite=overwrite, kind="model", inputs=inputs) as tmp:
         model.save(str(tmp))
         write_json(tmp / "manifest.json", manifest)
         card = tmp / "README.md"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,40 @@ GENERATORS = ("inverse_cloze", "cropping", "llm")
 BACKENDS = ("transformers", "openai", "vllm")
 MINERS = ("bm25", "dense", "none")
 
-# Fields that do not change what a run writes: excluded from the resume fingerprint.
-_NOT_FINGERPRINTED = {"out", "overwrite", "progress", "batch_notes", "concurrency", "device",
-                      "request_timeout", "shard"}
+# Fields that do not change what a run writes: excluded from the resume fingerprint. (``batch_notes`` is
+# fingerprinted: generation parts are numbered by batch, so another batch size would lose or repeat notes.)
+_NOT_FINGERPRINTED = {"out", "overwrite", "progress", "concurrency", "device", "request_timeout", "shard"}
+
+# Settings read only after generation (filters, dedup, mining, splits, export): a resume that changes only
+# these reuses the finished generation parts and redoes the rest.
+# (min/max_query_words are not: the LLM-free generators pick their query sentence or span with them.)
+LATE_SETTINGS = {"min_relevance", "require_evidence_in_note", "dedup",
+                 "round_trip_k", "miner", "dense_model", "num_negatives", "range_min", "range_max",
+                 "relative_margin", "absolute_margin", "max_score", "min_score", "sampling", "exclude_same_note",
+                 "teacher", "dev_fraction"}
+
+# Query parameters of an endpoint URL that carry a secret (``?api-key=...``, ``?token=...``).
+_SECRET_PARAM = re.compile(r"(key|token|secret|password|passwd|pwd|auth|sig|credential)", re.IGNORECASE)
+
+
+def endpoint_credentials(url: str) -> str | None:
+    """What in ``url`` is a credential (user:password@ or a key-like query parameter), or None.
+
+    Example:
+        >>> endpoint_credentials("http://127.0.0.1:8000/v1"), endpoint_credentials("http://u:p@host/v1")
+        (None, 'user:password@')
+        >>> endpoint_credentials("https://host/v1?api-key=abc")
+        "query parameter 'api-key'"
+    """
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        return "user:password@"
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_PARAM.search(name):
+            return f"query parameter {name!r}"
+    return None
 
 
 @dataclass
@@ -122,6 +154,27 @@ class GenerateConfig:
                 bad(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}", "backend")
             if not self.model:
                 bad("the llm generator needs --model (a local path or hub name)", "model")
+            if self.backend == "openai":
+                if not self.base_url:
+                    # never a hosted default: notes would leave the machine whenever an API key is set
+                    bad("the openai backend needs --base-url (the endpoint that may receive the notes, "
+                        "e.g. http://localhost:8000/v1)", "base_url")
+                secret = endpoint_credentials(self.base_url)
+                if secret:
+                    bad(f"holds a credential ({secret}), which would be written to manifest.json and state.json; "
+                        f"put the key in the environment variable named by --api-key-env ({self.api_key_env})",
+                        "base_url")
+                if not self.base_url.startswith(("http://", "https://")):
+                    bad(f"expected an http:// or https:// URL, got {self.base_url!r}", "base_url")
+        for name in ("batch_notes", "concurrency", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                bad(f"must be at least 1, got {getattr(self, name)}", name)
+        if self.num_notes is not None and self.num_notes < 1:
+            bad(f"must be at least 1 (or unset for every note), got {self.num_notes}", "num_notes")
+        if self.num_negatives < 0:
+            bad(f"must be 0 or more, got {self.num_negatives}", "num_negatives")
+        if self.max_retries < 0:
+            bad(f"must be 0 or more, got {self.max_retries}", "max_retries")
         if self.miner not in MINERS:
             bad(f"unknown miner {self.miner!r}; choose from {', '.join(MINERS)}", "miner")
         if self.miner == "dense" and not self.dense_model:
@@ -146,6 +199,11 @@ class GenerateConfig:
     def fingerprint(self) -> str:
         """sha256 of the settings that determine the output (resume safety)."""
         d = {k: v for k, v in asdict(self).items() if k not in _NOT_FINGERPRINTED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+    def generation_fingerprint(self) -> str:
+        """sha256 of the settings that shape the generation parts (all but :data:`LATE_SETTINGS`)."""
+        d = {k: v for k, v in asdict(self).items() if k not in _NOT_FINGERPRINTED | LATE_SETTINGS}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:

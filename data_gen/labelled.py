@@ -99,7 +99,7 @@ def build_labelled_triplets(dataset_path: str, out: str | Path, split: str = "tr
                                        progress=progress, **options)
     counts["records"] = {"total": len(records), "train": sum(r.split == "train" for r in records),
                          "dev": sum(r.split == "dev" for r in records)}
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, kind="triplets", inputs=[dataset_path if Path(dataset_path).exists() else None]) as tmp:
         write_outputs(tmp, records, [])
         exports = export_all(tmp, records)
         manifest = run_manifest({"source": "labelled", "dataset": str(dataset_path), "split": split,

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from colmed.core.errors import IndexExistsError, InputError
-from colmed.core.io import atomic_directory, read_jsonl, write_json, write_jsonl
+from colmed.core.io import atomic_directory, check_output, output_lock, read_jsonl, write_json, write_jsonl
 from colmed.core.provenance import run_manifest, sha256_file
-from colmed.data_gen.config import GenerateConfig, parse_shard
+from colmed.data_gen.config import LATE_SETTINGS, GenerateConfig, parse_shard
 from colmed.data_gen.filters import QueryFilter, dedup_queries
 from colmed.data_gen.generators import GeneratedQuery, make_generator
 from colmed.data_gen.notes import Passage, chunk_note, in_shard, load_notes, note_split, sample_notes
@@ -98,16 +98,29 @@ class TripletPipeline:
 
     # ---------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
-        """Generate, filter, mine and write everything; returns the manifest."""
-        cfg = self.config
-        if self.out.exists() and not cfg.overwrite:
-            raise IndexExistsError(f"{self.out}: already exists; pass --overwrite to replace it")
-        self._open_partial()
-        t_start = time.perf_counter()
+        """Generate, filter, mine and write everything; returns the manifest.
 
+        The whole run holds ``out``'s writer lock (:func:`colmed.core.io.output_lock`): a second
+        ``colmed generate`` to the same ``--out`` fails at once instead of sharing the checkpoints.
+        """
+        cfg = self.config
+        inputs = [cfg.notes if Path(cfg.notes).exists() else None]
+        check_output(self.out, cfg.overwrite, kind="triplets", inputs=inputs)
+        with output_lock(self.out):
+            check_output(self.out, cfg.overwrite, kind="triplets", inputs=inputs)
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        cfg = self.config
+        t_start = time.perf_counter()
         t0 = time.perf_counter()
+        # Inputs are read before the checkpoint folder exists: a typo'd input leaves nothing behind.
         all_notes, issues = load_notes(cfg.notes, cfg.text_field, cfg.id_field, cfg.title_field, cfg.hub_split)
+        if cfg.num_notes is not None and cfg.num_notes > len(all_notes):
+            raise InputError(f"asks for {cfg.num_notes} notes but {cfg.notes} holds {len(all_notes)} usable ones",
+                             field="num_notes")
         notes = sample_notes(all_notes, cfg.num_notes, cfg.seed)
+        self._open_partial()
         # The mining corpus is every sampled note's passages, whatever the shard: shards then mine the
         # same corpus and a merge is consistent.
         passages = {p.passage_id: p for n in notes for p in chunk_note(n, cfg.chunk_words, cfg.min_chunk_words)}
@@ -119,7 +132,7 @@ class TripletPipeline:
             "passages": {"corpus": len(passages)},
         }
 
-        queries, gen_counts, gen_seconds, tokens = self._generate(my_notes)
+        queries, gen_counts, gen_seconds, tokens, filter_rejects = self._generate(my_notes, passages)
         counts["generation"] = gen_counts
         if cfg.dedup:
             queries, n_dup = dedup_queries(queries)
@@ -133,7 +146,7 @@ class TripletPipeline:
         counts["queries_after_filters"] = len(records)
 
         t0 = time.perf_counter()
-        rejects = list(issues.items) + self._read_parts("generate", "rejects.jsonl")
+        rejects = list(issues.items) + self._read_parts("generate", "rejects.jsonl") + filter_rejects
         manifest = self._write_outputs(records, rejects, counts)
         write_seconds = time.perf_counter() - t0
         notes_done = counts["generation"].get("notes", 0)
@@ -154,22 +167,40 @@ class TripletPipeline:
 
     # ---------------------------------------------------------------- state
     def _open_partial(self) -> None:
+        """Start, resume or (for changed late settings) partly reuse the checkpoints in ``<out>.partial``.
+
+        Same settings: resume. Only :data:`~colmed.data_gen.config.LATE_SETTINGS` changed: keep the
+        finished generation parts, redo mining. A setting that shapes the generation parts changed:
+        refused, naming it (``--overwrite`` starts over), unless no part had finished (nothing to lose:
+        e.g. the previous attempt failed on a typo).
+        """
         cfg = self.config
         state_path = self.partial / "state.json"
-        fingerprint = cfg.fingerprint()
-        if state_path.is_file():
-            state = json.loads(state_path.read_text(encoding="utf-8"))
-            if state.get("fingerprint") != fingerprint:
-                if not cfg.overwrite:
-                    raise InputError("an unfinished run with different settings is here; rerun with the same "
-                                     "settings to resume it, or pass --overwrite to start over",
-                                     path=self.partial)
-                shutil.rmtree(self.partial)
-            else:
+        fingerprint, generation = cfg.fingerprint(), cfg.generation_fingerprint()
+        if self.partial.exists():
+            try:
+                state = json.loads(state_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                state = {}
+            finished = any((self.work / "generate").glob("part-*.done.json"))
+            if state.get("fingerprint") == fingerprint:
                 logger.info("resuming %s", self.partial)
+            elif state.get("generation_fingerprint") == generation:
+                logger.info("resuming %s: late settings changed, reusing the generation parts", self.partial)
+                shutil.rmtree(self.work / "mine", ignore_errors=True)
+                write_json(state_path, {**state, "fingerprint": fingerprint, "config": cfg.to_dict()})
+            elif finished and not cfg.overwrite:
+                changed = _changed_settings(state.get("config"), cfg.to_dict())
+                what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changed) or "written by another colmed version"
+                raise InputError(f"an unfinished run with different settings is here ({what}); rerun with the "
+                                 "same settings to resume it, or pass --overwrite to start over",
+                                 path=self.partial, field=changed[0][0] if changed else None)
+            else:
+                shutil.rmtree(self.partial)
         self.work.mkdir(parents=True, exist_ok=True)
         if not state_path.is_file():
-            write_json(state_path, {"fingerprint": fingerprint, "config": cfg.to_dict()})
+            write_json(state_path, {"fingerprint": fingerprint, "generation_fingerprint": generation,
+                                    "config": cfg.to_dict()})
 
     def _part(self, stage: str, index: int) -> Path:
         return self.work / stage / f"part-{index:05d}"
@@ -185,7 +216,10 @@ class TripletPipeline:
         return rows
 
     # ---------------------------------------------------------------- generation
-    def _generate(self, notes) -> tuple[list[GeneratedQuery], dict, float, tuple[int, int]]:
+    def _generate(self, notes, corpus: dict[str, Passage]
+                  ) -> tuple[list[GeneratedQuery], dict, float, tuple[int, int], list[dict]]:
+        """Generate (or resume) the parts, then filter their queries: filters are late settings, so a
+        resume with other filters reuses the parts."""
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -205,25 +239,16 @@ class TripletPipeline:
             batch = batches[i]
             passages: list[Passage] = [p for n in batch for p in chunk_note(n, cfg.chunk_words, cfg.min_chunk_words)]
             result = generator.generate(passages)
-            by_id = {p.passage_id: p for p in passages}
-            kept, filtered = [], {}
-            for q in result.queries:
-                reason = query_filter.reason(q.query, by_id[q.source_passage_id].full_text, q.evidence, q.relevance)
-                if reason:
-                    filtered[reason] = filtered.get(reason, 0) + 1
-                    # kept for auditing the filters; counted under counts.filters, not counts.rejects' LLM part
-                    result.rejects.append({"kind": "filtered_query", "reason": reason, **q.to_dict()})
-                else:
-                    kept.append(q)
             part = self._part("generate", i)
             part.parent.mkdir(parents=True, exist_ok=True)
             write_jsonl(part.with_suffix(".rejects.jsonl"), result.rejects)
-            write_jsonl(part.with_suffix(".queries.jsonl"), (q.to_dict() for q in kept))
+            write_jsonl(part.with_suffix(".queries.jsonl"), (q.to_dict() for q in result.queries))
             write_json(part.with_suffix(".done.json"), {
                 "notes": len(batch), "notes_without_passage": sum(1 for n in batch if not any(
                     p.note_id == n.note_id for p in passages)),
-                "passages": len(passages), "generated": len(result.queries), "kept": len(kept),
-                "rejected_outputs": sum(r.get("kind") == "llm_output" for r in result.rejects), "filters": filtered, "generator": dict(result.counts),
+                "passages": len(passages), "generated": len(result.queries),
+                "rejected_outputs": sum(r.get("kind") == "llm_output" for r in result.rejects),
+                "generator": dict(result.counts),
                 "seconds": time.perf_counter() - t0, "prompt_tokens": result.prompt_tokens,
                 "completion_tokens": result.completion_tokens})
             bar.update(len(batch))
@@ -236,8 +261,18 @@ class TripletPipeline:
             tokens[0] += stats.pop("prompt_tokens", 0)
             tokens[1] += stats.pop("completion_tokens", 0)
             _merge_counts(totals, stats)
-        queries = [GeneratedQuery.from_dict(d) for d in self._read_parts("generate", "queries.jsonl")]
-        return queries, totals, seconds, (tokens[0], tokens[1])
+        queries, filtered, filter_rejects = [], {}, []
+        for d in self._read_parts("generate", "queries.jsonl"):
+            q = GeneratedQuery.from_dict(d)
+            reason = query_filter.reason(q.query, corpus[q.source_passage_id].full_text, q.evidence, q.relevance)
+            if reason:
+                filtered[reason] = filtered.get(reason, 0) + 1
+                # kept for auditing the filters; counted under counts.filters, not counts.rejects' LLM part
+                filter_rejects.append({"kind": "filtered_query", "reason": reason, **q.to_dict()})
+            else:
+                queries.append(q)
+        totals["kept"], totals["filters"] = len(queries), filtered
+        return queries, totals, seconds, (tokens[0], tokens[1]), filter_rejects
 
     def _make_backend(self):
         if self.config.generator != "llm":
@@ -360,11 +395,21 @@ class TripletPipeline:
 
         A crash while moving leaves ``.partial`` with its checkpoints: a rerun rewrites the outputs from them.
         """
-        with atomic_directory(self.out, overwrite=self.config.overwrite) as tmp:
+        with atomic_directory(self.out, overwrite=self.config.overwrite, kind="triplets", locked=True) as tmp:
             for entry in self.partial.iterdir():
                 if entry.name not in ("_work", "state.json"):
                     os.replace(entry, tmp / entry.name)
         shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def _changed_settings(old: dict | None, new: dict) -> list[tuple[str, Any, Any]]:
+    """``(setting, old, new)`` for each generation-shaping setting that differs (first: the one to name)."""
+    from colmed.data_gen.config import _NOT_FINGERPRINTED
+
+    if not isinstance(old, dict):
+        return []
+    return [(k, old.get(k), v) for k, v in new.items()
+            if k not in _NOT_FINGERPRINTED | LATE_SETTINGS and old.get(k) != v]
 
 
 def write_outputs(out: Path, records: list[TripletRecord], rejects: list[dict]) -> None:

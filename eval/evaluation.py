@@ -27,7 +27,7 @@ from typing import Mapping
 import numpy as np
 
 from colmed.core.errors import InputError
-from colmed.data.runs import Run, exclude_self_hits as drop_self_hits, top_k, trec_eval_order
+from colmed.data.runs import Run, exclude_self_hits as drop_self_hits, score_run, top_k, trec_eval_order
 from colmed.eval.protocol import SIGNIFICANCE_TESTS
 
 logger = logging.getLogger(__name__)
@@ -79,12 +79,6 @@ def prepare_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mappin
     return {q: prepared[q] for q in present}, stats
 
 
-def _ranx_pair(qrels, run, name):
-    from ranx import Qrels, Run as RanxRun
-
-    return Qrels({q: dict(r) for q, r in qrels.items() if r}), RanxRun(trec_eval_order(run), name=name)
-
-
 def evaluate_run(dataset_or_qrels, run: Mapping[str, Mapping[str, float]], metrics=DEFAULT_METRICS, *,
                  exclude_self_hits: bool | None = None, per_query: bool = False, name: str = "run",
                  max_missing: float = MAX_MISSING_QUERIES) -> dict:
@@ -93,16 +87,10 @@ def evaluate_run(dataset_or_qrels, run: Mapping[str, Mapping[str, float]], metri
 
     ``exclude_self_hits=None`` applies the dataset's registry protocol (:func:`resolve_self_hits`).
     """
-    from ranx import evaluate
-
     qrels = _qrels_dict(dataset_or_qrels)
     prepared, _ = prepare_run(qrels, run, name=name, max_missing=max_missing,
                               exclude_self_hits=resolve_self_hits(dataset_or_qrels, exclude_self_hits))
-    rq, rr = _ranx_pair(qrels, prepared, name)
-    out = evaluate(rq, rr, list(metrics), return_mean=not per_query, make_comparable=True)
-    if len(metrics) == 1:
-        out = {metrics[0]: out}
-    return {m: (np.asarray(v) if per_query else float(v)) for m, v in out.items()}
+    return score_run(qrels, prepared, metrics, per_query=per_query)
 
 
 @dataclass
@@ -143,7 +131,7 @@ def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, 
     (:func:`colmed.eval.uncertainty.bootstrap_ci`); ``None`` skips them.
     ``exclude_self_hits=None`` applies the dataset's registry protocol (:func:`resolve_self_hits`).
     """
-    from ranx import Qrels, Run as RanxRun, compare, evaluate
+    from ranx import Qrels, Run as RanxRun, compare
 
     if stat_test not in STAT_TESTS:
         raise InputError(f"unknown test {stat_test!r}; choose from {', '.join(STAT_TESTS)}", field="stat_test")
@@ -169,10 +157,8 @@ def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, 
                     for b in names if b != a} for a in names}
     beats = {a: {m: [b for b in names if b != a and report.comparisons[a, b][m]["significant"]
                      and report.results[a][m] > report.results[b][m]] for m in metrics} for a in names}
-    per_query = {}
-    for r in ranx_runs:
-        per_query[r.name] = {m: np.asarray(evaluate(rq, r, [m], return_mean=False, make_comparable=True),
-                                           dtype=float).tolist() for m in metrics}
+    per_query = {n: {m: v.tolist() for m, v in score_run(qrels, r, metrics, per_query=True).items()}
+                 for n, r in prepared.items()}
     intervals = {}
     if confidence:
         from colmed.eval.uncertainty import bootstrap_ci

@@ -108,16 +108,23 @@ def check_published(measured: dict[str, dict[str, float]], reference_keys: dict[
 
     ``measured``: retriever name -> dataset -> nDCG@10; ``reference_keys``: retriever name -> key from
     :func:`reference_key`. ``status`` is ``ok`` (within tolerance), ``GAP`` (beyond tolerance, same
-    system) or ``reference`` (a different system, shown for context).
+    system), ``reference`` (a different system, shown for context) or ``no figure`` (no verified
+    published figure for the pair; ``published`` and ``diff`` are ``None`` and ``note`` says why).
     """
     tol = default_tolerance(path) if tolerance is None else tolerance
     rows = []
     for name, per_dataset in measured.items():
         key = reference_keys.get(name)
-        if not key:
-            continue
         for dataset, value in per_dataset.items():
-            for fig in published_figures(key, dataset, path):
+            figures = published_figures(key, dataset, path) if key else []
+            if not figures:
+                why = (f"none for {key} on {dataset} in {Path(path).name}" if key else
+                       f"not a reference retriever (figures exist for {', '.join(_reference_names(path))})")
+                rows.append({"retriever": name, "reference": key, "dataset": dataset, "metric": "ndcg@10",
+                             "measured": round(value, 4), "published": None, "diff": None, "tolerance": tol,
+                             "status": "no figure", "system": "", "source": "", "url": "",
+                             "note": f"no verified published figure: {why}"})
+            for fig in figures:
                 diff = value - fig.value
                 status = ("reference" if not fig.comparable else "ok" if abs(diff) <= tol + 1e-9 else "GAP")
                 rows.append({"retriever": name, "reference": key, "dataset": dataset, "metric": fig.metric,
@@ -125,6 +132,23 @@ def check_published(measured: dict[str, dict[str, float]], reference_keys: dict[
                              "tolerance": tol, "status": status, "system": fig.system, "source": fig.source,
                              "url": fig.url, "note": fig.note})
     return rows
+
+
+def _reference_names(path: str | Path = DATA_FILE) -> list[str]:
+    return sorted({f.retriever for f in _load(str(path))[1]})
+
+
+def published_row_line(row: dict) -> str:
+    """One line per row, as ``colmed benchmark --check-published`` prints it.
+
+    Example:
+        >>> print(published_row_line(check_published({"mine": {"nfcorpus": 0.35}}, {"mine": None})[0]))
+        published mine / nfcorpus: colmed 0.3500; no verified published figure: not a reference retriever (figures exist for all-MiniLM-L6-v2, bm25)
+    """
+    head = f"published {row['retriever']} / {row['dataset']}: colmed {row['measured']:.4f}"
+    if row["published"] is None:
+        return f"{head}; {row['note']}"
+    return f"{head} vs {row['published']:.4f} ({row['diff']:+.4f}) {row['status']} [{row['source']}]"
 
 
 def published_to_markdown(rows: list[dict]) -> str:
@@ -138,10 +162,13 @@ def published_to_markdown(rows: list[dict]) -> str:
              f"larger gap, `reference` a figure of a different system (context only).", "",
              *markdown_table(["retriever", "dataset", "colmed", "published", "diff", "status", "published system",
                               "source"],
-                             [[r["retriever"], r["dataset"], f"{r['measured']:.4f}", f"{r['published']:.4f}",
-                               f"{r['diff']:+.4f}", r["status"], r["system"],
+                             [[r["retriever"], r["dataset"], f"{r['measured']:.4f}",
+                               "–" if r["published"] is None else f"{r['published']:.4f}",
+                               "–" if r["diff"] is None else f"{r['diff']:+.4f}", r["status"], r["system"],
+                               r["note"] if r["published"] is None else
                                f"[{r['source']}]({r['url']})" if r["url"] else r["source"]] for r in rows])]
-    notes = [f"- {r['retriever']} / {r['dataset']}: {r['note']}" for r in rows if r["note"]]
+    notes = [f"- {r['retriever']} / {r['dataset']}: {r['note']}" for r in rows
+             if r["note"] and r["published"] is not None]
     if notes:
         lines += ["", "Notes:", *dict.fromkeys(notes)]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,9 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -42,10 +44,9 @@ class BM25Index:
 
     @classmethod
     def build(cls, doc_ids: list[str], texts: list[str], titles: list[str] | None = None,
-              show_progress: bool = True, **settings) -> "BM25Index":
-        """Index ``texts`` (positions align with ``doc_ids``)."""
-        import bm25s
-
+              show_progress: bool = False, **settings) -> "BM25Index":
+        """Index ``texts`` (positions align with ``doc_ids``); bm25s' progress bars only with ``show_progress``."""
+        bm25s = _bm25s()
         cfg = BM25Settings(**settings)
         tokens = bm25s.tokenize(texts, stopwords=cfg.stopwords, stemmer=_make_stemmer(cfg.stemmer),
                                 show_progress=show_progress)
@@ -54,8 +55,7 @@ class BM25Index:
         return cls(retriever, list(doc_ids), cfg, titles)
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
-        import bm25s
-
+        bm25s = _bm25s()
         return bm25s.tokenize(texts, stopwords=self.settings.stopwords, stemmer=self._stemmer,
                               return_ids=False, show_progress=False)
 
@@ -89,8 +89,7 @@ class BM25Index:
 
     @classmethod
     def load(cls, index_dir: str | Path, manifest: IndexManifest | None = None, **_) -> "BM25Index":
-        import bm25s
-
+        bm25s = _bm25s()
         manifest = manifest or IndexManifest.read(index_dir)
         retriever = bm25s.BM25.load(str(Path(index_dir) / "bm25s"))
         doc_ids, titles = read_docs(index_dir)
@@ -100,6 +99,17 @@ class BM25Index:
 
 
 BM25_METHODS = ("robertson", "lucene", "bm25l", "bm25+", "atire")
+
+
+@lru_cache(maxsize=1)
+def _bm25s():
+    """bm25s, with the DEBUG level it gives its own logger on import undone once, so that its records
+    ("Building index from IDs objects") follow the application's logging configuration like any library's."""
+    import bm25s
+
+    if logging.getLogger("bm25s").level == logging.DEBUG:
+        logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
 
 
 def _make_stemmer(name: str | None):
@@ -115,6 +125,7 @@ def _make_stemmer(name: str | None):
 
 def check_bm25_settings(cfg: BM25Settings) -> None:
     """Refuse settings bm25s would reject or misread, before any document is read."""
+    _bm25s()
     from bm25s.tokenization import _infer_stopwords  # bm25s' own table of stopword languages
 
     if cfg.method not in BM25_METHODS:
@@ -132,8 +143,11 @@ def check_bm25_settings(cfg: BM25Settings) -> None:
     _make_stemmer(cfg.stemmer)
 
 
-def build_bm25_in_memory(dataset, **settings) -> tuple[BM25Index, IndexManifest]:
-    """Index ``dataset.corpus`` with bm25s in memory; returns the index and its manifest."""
+def build_bm25_in_memory(dataset, progress: bool = False, **settings) -> tuple[BM25Index, IndexManifest]:
+    """Index ``dataset.corpus`` with bm25s in memory; returns the index and its manifest.
+
+    ``progress`` shows bm25s' progress bars (tokenising, stemming, scoring); a library call is silent.
+    """
     import time
 
     unknown = sorted(set(settings) - set(BM25Settings.__dataclass_fields__))
@@ -146,15 +160,15 @@ def build_bm25_in_memory(dataset, **settings) -> tuple[BM25Index, IndexManifest]
     t0 = time.perf_counter()
     docs = list(dataset.corpus.values())
     index = BM25Index.build([d.doc_id for d in docs], [d.full_text for d in docs], [d.title for d in docs],
-                            **settings)
+                            show_progress=progress, **settings)
     manifest = IndexManifest(kind="bm25", model="bm25s", num_docs=len(docs), settings=asdict(index.settings),
                              stats={"build_seconds": round(time.perf_counter() - t0, 3),
                                     "vocab_size": len(index.retriever.vocab_dict)})
     return index, manifest
 
 
-def build_bm25_index(dataset, out_dir: str | Path, **settings) -> IndexManifest:
+def build_bm25_index(dataset, out_dir: str | Path, progress: bool = False, **settings) -> IndexManifest:
     """Builder for ``build_index("bm25", ...)``: :func:`build_bm25_in_memory`, then saved into ``out_dir``."""
-    index, manifest = build_bm25_in_memory(dataset, **settings)
+    index, manifest = build_bm25_in_memory(dataset, progress=progress, **settings)
     index.save(out_dir)
     return manifest

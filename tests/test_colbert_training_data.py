@@ -1,4 +1,4 @@
-"""Fast checks of how triplets become colbert-ai training data and how settings are read (no colbert-ai)."""
+"""Fast checks of how triplets reach the ColBERT trainer and how its settings are read (no training)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from colmed.cli import main
-from colmed.colbert.training import ColbertTrainingConfig, prepare_triplets, read_triplet_records
+from colmed.colbert.training import ColbertTrainingConfig, auto_nway
 from colmed.core.errors import InputError
 
 
@@ -26,59 +26,33 @@ def _write(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def _prepare(path: Path, **config):
-    triplets_path, records = read_triplet_records(path)
-    return prepare_triplets(triplets_path, records, ColbertTrainingConfig(base_model="x", batch_size=2, **config))
+def test_auto_nway_uses_the_smallest_negative_count_of_train_records(tmp_path):
+    path = _write(tmp_path / "t.jsonl", [_record(0, 3), _record(1, 2), _record(2, 1, split="dev"), _record(3, 0)])
+    assert auto_nway(path) == 3  # the dev record (1 negative) and the one without negatives do not count
+    with pytest.raises(InputError, match="no 'train' record has hard negatives"):
+        auto_nway(_write(tmp_path / "a.jsonl", [_record(0, 0), _record(1, 0)]))
 
 
-def test_auto_nway_uses_smallest_negative_count_and_ids_become_positions(tmp_path):
-    path = _write(tmp_path / "t.jsonl", [_record(0, 3), _record(1, 2), _record(2, 2, query_id="q0", query="question 0")])
-    prepared = _prepare(path)
-    assert prepared.nway == 3
-    # Every example is [qid, positive pid, negative pids...] indexing the in-memory queries and collection.
-    for qid, pos, *negs in prepared.examples:
-        assert len(negs) == 2
-        assert prepared.collection[pos].startswith("passage")
-        assert all(prepared.collection[n].startswith("negative") for n in negs)
-    assert prepared.queries[prepared.examples[0][0]] == "question 0"
-    assert prepared.examples[0][0] == prepared.examples[2][0]  # same query id -> same qid
+def test_triplets_become_the_bi_encoders_columns_with_nway_minus_one_negatives(tmp_path):
+    from colmed.bi_encoder.data import TripletTrainingData
 
-
-def test_records_with_too_few_negatives_or_other_split_are_dropped_and_counted(tmp_path):
-    path = _write(tmp_path / "t.jsonl", [_record(0, 3), _record(1, 3), _record(2, 1), _record(3, 3, split="dev")])
-    prepared = _prepare(path, nway=3)
-    assert prepared.counts == {"records": 4, "other_split": 1, "too_few_negatives": 1, "examples": 2,
-                               "queries": 2, "passages": 8}
-
-
-def test_same_passage_id_with_different_text_names_the_line(tmp_path):
-    path = _write(tmp_path / "t.jsonl", [_record(0), _record(1, positive_id="p0", positive="something else")])
-    with pytest.raises(InputError, match=r"t\.jsonl:2: field 'positive'"):
-        _prepare(path)
-
-
-def test_distill_requires_teacher_scores_and_pairs_them_with_pids(tmp_path):
-    path = _write(tmp_path / "t.jsonl", [_record(0, teacher_scores=[3.0, 1.0, 0.5]), _record(1)])
-    with pytest.raises(InputError, match=r"t\.jsonl:2: field 'teacher_scores'"):
-        _prepare(path, distill=True)
-    path = _write(tmp_path / "t.jsonl", [_record(i, teacher_scores=[3.0, 1.0, 0.5]) for i in range(2)])
-    example = _prepare(path, distill=True).examples[0]
-    assert [score for _, score in example[1:]] == [3.0, 1.0, 0.5]
-
-
-def test_no_negatives_or_less_than_one_batch_is_a_clear_error(tmp_path):
-    with pytest.raises(InputError, match="no record has hard negatives"):
-        _prepare(_write(tmp_path / "a.jsonl", [_record(0, 0), _record(1, 0)]))
-    with pytest.raises(InputError, match="fewer than one batch"):
-        triplets_path, records = read_triplet_records(_write(tmp_path / "b.jsonl", [_record(0)]))
-        prepare_triplets(triplets_path, records, ColbertTrainingConfig(base_model="x", batch_size=4))
+    path = _write(tmp_path / "t.jsonl", [_record(0, 3), _record(1, 2), _record(2, 1), _record(3, 2, split="dev")])
+    data = TripletTrainingData.from_path(path, num_negatives=auto_nway(path) - 1)
+    # The column order is what the MaxSim losses read: query, positive, then the mined negatives.
+    assert data.train.column_names == ["anchor", "positive", "negative_1"]
+    assert data.train["anchor"] == ["question 0", "question 1", "question 2"]
+    assert data.dev.qrels == {"q3": {"p3": 1}}
+    # An explicit nway=3 asks for two negatives: the record with one is skipped and counted.
+    data = TripletTrainingData.from_path(path, num_negatives=3 - 1)
+    assert data.train.column_names == ["anchor", "positive", "negative_1", "negative_2"]
+    assert data.train["anchor"] == ["question 0", "question 1"] and data.stats["skipped_too_few_negatives"] == 1
 
 
 def test_malformed_triplet_line_is_reported_with_file_and_line(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps(_record(0)) + "\n{not json\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"t\.jsonl:2: malformed JSON"):
-        read_triplet_records(path)
+        auto_nway(path)
 
 
 def test_yaml_config_then_flags(tmp_path):
@@ -95,23 +69,27 @@ def test_yaml_config_then_flags(tmp_path):
     cfg.write_text("max_steps: five\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"c\.yaml: field 'max_steps': expected an integer, got 'five'"):
         ColbertTrainingConfig.from_yaml(cfg)
-    cfg.write_text("distill: 'no'\n", encoding="utf-8")
-    with pytest.raises(InputError, match=r"c\.yaml: field 'distill': expected true or false, got 'no'"):
+    cfg.write_text("keep_checkpoints: 'no'\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"c\.yaml: field 'keep_checkpoints': expected true or false, got 'no'"):
         ColbertTrainingConfig.from_yaml(cfg)
     cfg.write_text("max_query_length: 2\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"c\.yaml: field 'max_query_length': must be >= 4"):
         ColbertTrainingConfig.from_yaml(cfg)
 
 
-def test_shared_vocabulary_maps_to_colbert_ai_names():
-    from colmed.colbert.training import colbert_settings
+def test_shared_vocabulary_reaches_the_multi_vector_trainer_arguments(tmp_path):
+    from sentence_transformers import MultiVectorEncoderTrainingArguments
+
+    from colmed.bi_encoder.train import training_arguments
 
     config = ColbertTrainingConfig(base_model="m", batch_size=16, learning_rate=3e-5, max_steps=200,
-                                   warmup_ratio=0.1, max_doc_length=96, max_query_length=24)
-    settings = colbert_settings(config, nway=3)
-    assert {k: settings[k] for k in ("bsize", "lr", "maxsteps", "warmup", "doc_maxlen", "query_maxlen", "nway")} == \
-        {"bsize": 16, "lr": 3e-5, "maxsteps": 200, "warmup": 20, "doc_maxlen": 96, "query_maxlen": 24, "nway": 3}
-    assert colbert_settings(ColbertTrainingConfig(base_model="m"), nway=2)["warmup"] is None
+                                   warmup_ratio=0.1, eval_steps=50)
+    args = training_arguments(config, tmp_path / "ckpt", num_rows=1000, best_metric="eval_dev_ndcg@10",
+                              arguments_class=MultiVectorEncoderTrainingArguments)
+    assert isinstance(args, MultiVectorEncoderTrainingArguments)
+    assert (args.per_device_train_batch_size, args.learning_rate, args.max_steps, args.get_warmup_steps(200)) == \
+        (16, 3e-5, 200, 20)
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_dev_ndcg@10" and args.eval_steps == 50
     # max_steps -1 trains for `epochs` passes: 2.5 epochs of 10 examples in batches of 4 -> 7 steps.
     assert ColbertTrainingConfig(base_model="m", max_steps=-1, epochs=2.5, batch_size=4).total_steps(10) == 7
 

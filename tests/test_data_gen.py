@@ -339,13 +339,95 @@ def test_round_trip_filter_and_length_filter_are_counted(notes_file, tmp_path):
     assert m["counts"]["records"]["total"] == m["counts"]["generation"]["generated"] - sum(f.values())
 
 
-def test_resume_refuses_different_settings(notes_file, tmp_path):
+class _DiesAfter:
+    """A generator that produces ``ok`` batches, then fails as a crash would (parts before it are done)."""
+
+    def __init__(self, cfg, ok: int):
+        from colmed.data_gen.generators import make_generator
+
+        self.inner, self.left = make_generator(cfg, None), ok
+
+    def generate(self, passages):
+        if self.left == 0:
+            raise RuntimeError("simulated crash")
+        self.left -= 1
+        return self.inner.generate(passages)
+
+
+def _interrupted(cfg, ok: int) -> None:
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        TripletPipeline(cfg, generator=_DiesAfter(cfg, ok)).run()
+
+
+def test_resume_refuses_different_settings_naming_the_setting(notes_file, tmp_path):
     out = tmp_path / "out"
-    partial = Path(str(out) + ".partial")
-    partial.mkdir()
-    (partial / "state.json").write_text(json.dumps({"fingerprint": "something else"}))
-    with pytest.raises(InputError, match="different settings"):
-        TripletPipeline(small_config(notes_file, out)).run()
+    _interrupted(small_config(notes_file, out), ok=2)
+    # Parts are numbered by batch: another --batch-notes would lose or repeat notes, so it is refused by name.
+    with pytest.raises(InputError, match=r"field 'batch_notes'.*batch_notes: 3 -> 4"):
+        TripletPipeline(small_config(notes_file, out, batch_notes=4)).run()
+    with pytest.raises(InputError, match="field 'seed'"):
+        TripletPipeline(small_config(notes_file, out, seed=5)).run()
+    fresh = TripletPipeline(small_config(notes_file, out, batch_notes=4, overwrite=True)).run()
+    reference = TripletPipeline(small_config(notes_file, tmp_path / "ref", batch_notes=4)).run()
+    assert fresh["counts"]["records"] == reference["counts"]["records"]
+    assert [r.to_dict() for r in read_triplets(out)] == [r.to_dict() for r in read_triplets(tmp_path / "ref")]
+
+
+def test_resume_with_changed_late_settings_reuses_generation_parts(notes_file, tmp_path):
+    """Negatives, filters and splits are read after generation: the finished parts are kept, the rest redone,
+    and the result equals an uninterrupted run with the new settings."""
+    out = tmp_path / "out"
+    _interrupted(small_config(notes_file, out), ok=2)
+    work = Path(str(out) + ".partial") / "_work" / "generate"
+    done_before = {p.name: p.stat().st_mtime_ns for p in work.glob("*.done.json")}
+    assert len(done_before) == 2
+    late = dict(num_negatives=2, dedup=False, dev_fraction=0.5)
+
+    class Counting:
+        def __init__(self, cfg):
+            from colmed.data_gen.generators import make_generator
+
+            self.inner, self.calls = make_generator(cfg, None), 0
+
+        def generate(self, passages):
+            self.calls += 1
+            return self.inner.generate(passages)
+
+    cfg = small_config(notes_file, out, **late)
+    counting = Counting(cfg)
+    TripletPipeline(cfg, generator=counting).run()
+    assert counting.calls == 2  # 12 notes in batches of 3: only the two unfinished batches were generated
+    TripletPipeline(small_config(notes_file, tmp_path / "ref", **late)).run()
+    assert [r.to_dict() for r in read_triplets(out)] == [r.to_dict() for r in read_triplets(tmp_path / "ref")]
+
+
+def test_a_run_that_failed_before_any_part_does_not_block_the_corrected_command(notes_file, tmp_path):
+    out = tmp_path / "out"
+    _interrupted(small_config(notes_file, out, seed=99), ok=0)  # e.g. a typo'd setting that fails at once
+    assert Path(str(out) + ".partial").exists()
+    m = TripletPipeline(small_config(notes_file, out)).run()
+    assert m["counts"]["records"]["total"] > 0 and not Path(str(out) + ".partial").exists()
+
+
+def test_bad_numbers_and_population_are_refused(notes_file, tmp_path):
+    for kw, name in ((dict(batch_notes=0), "batch_notes"), (dict(num_negatives=-3), "num_negatives"),
+                     (dict(num_notes=0), "num_notes")):
+        with pytest.raises(InputError, match=f"field '{name}'"):
+            TripletPipeline(small_config(notes_file, tmp_path / "x", **kw))
+    with pytest.raises(InputError, match="field 'num_notes': asks for 50 notes but .* holds 12"):
+        TripletPipeline(small_config(notes_file, tmp_path / "x", num_notes=50)).run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.jsonl"]
+
+
+def test_a_second_writer_to_the_same_out_is_refused(notes_file, tmp_path):
+    from colmed.core.errors import OutputBusyError
+    from colmed.core.io import output_lock
+
+    out = tmp_path / "out"
+    with output_lock(out):
+        with pytest.raises(OutputBusyError, match="another colmed process"):
+            TripletPipeline(small_config(notes_file, out)).run()
+    assert not Path(str(out) + ".partial").exists()
 
 
 def test_shards_then_merge_equal_one_run(notes_file, tmp_path):

@@ -72,8 +72,9 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr)
         try:
             ds = load_benchmark_dataset(name, config.data_dir, config.split)
         except ColmedError as e:
-            log(f"skipped {name}: {e}")
-            result.skipped.append(SkippedDataset(name, str(e)))
+            reason = str(e).removeprefix(f"{name}: ")  # the error often names the dataset already
+            log(f"skipped {name}: {reason}")
+            result.skipped.append(SkippedDataset(name, reason))
             continue
         if not ds.corpus or not ds.qrels:
             reason = "no corpus" if not ds.corpus else f"no qrels for split {config.split!r}"

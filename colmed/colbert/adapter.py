@@ -375,7 +375,11 @@ class _EncoderCheckpoint:
     """
 
     def __init__(self, encode_documents: DocumentEncoder | None = None):
+        from colbert.modeling.colbert import ColBERT
+
         self._encode_documents = encode_documents
+        # colbert-ai's model loads its scoring kernels (segmented MaxSim on CPU) when built; this stand-in must too.
+        ColBERT.try_load_torch_extensions(torch.cuda.is_available())
 
     def docFromText(self, docs, bsize=None, keep_dims=True, to_cpu=False, showprogress=False, **_ignored):  # noqa: N802
         if keep_dims != "flatten" or self._encode_documents is None:

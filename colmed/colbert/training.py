@@ -40,8 +40,8 @@ from typing import Any, Literal
 from sentence_transformers.base.evaluation import BaseEvaluator
 
 from colmed.core import config as config_io
-from colmed.core.errors import IndexExistsError, InputError
-from colmed.core.io import atomic_directory, write_json
+from colmed.core.errors import InputError
+from colmed.core.io import atomic_directory, check_output, write_json
 from colmed.data.datasets import RetrievalDataset
 
 logger = logging.getLogger(__name__)
@@ -284,8 +284,7 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
 
     config.validate()
     out = Path(config.out)
-    if out.exists() and not overwrite:
-        raise IndexExistsError(f"{out}: already exists; pass --overwrite to replace it")
+    check_output(out, overwrite, kind="model", inputs=[config.triplets, config.base_model if Path(config.base_model).exists() else None])  # before hours of training, not after
     ckpt_dir = config.checkpoints_path
     last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite,
                                               find_last=get_last_checkpoint)
@@ -351,7 +350,8 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
             final_loss=losses[-1][1] if losses else None,
             loss_curve=losses,
         )
-        with atomic_directory(out, overwrite=overwrite) as tmp:
+        inputs = [config.triplets, config.base_model if Path(config.base_model).exists() else None]
+        with atomic_directory(out, overwrite=overwrite, kind="model", inputs=inputs) as tmp:
             model.save(str(tmp))
             write_json(tmp / "manifest.json", manifest)
         if not config.keep_checkpoints:

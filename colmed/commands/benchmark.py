@@ -80,6 +80,7 @@ def _print_summary(result) -> None:
     console.print(table)
     if result.skipped:  # each was reported in one line as it happened
         console.print(f"skipped: {', '.join(s.dataset for s in result.skipped)} (see report.md)", markup=False)
+    from colmed.eval.published import published_row_line
+
     for r in result.published or []:
-        console.print(f"published {r['retriever']} / {r['dataset']}: colmed {r['measured']:.4f} vs "
-                      f"{r['published']:.4f} ({r['diff']:+.4f}) {r['status']} [{r['source']}]", markup=False)
+        console.print(published_row_line(r), markup=False)

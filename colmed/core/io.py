@@ -111,7 +111,7 @@ def sha256_text(text: str) -> str:
 OUTPUT_KINDS: dict[str, tuple[str, ...]] = {
     "index": ("bm25", "dense", "colbert"),
     "triplets": ("colmed-triplets",),
-    "model": ("colmed-bi-encoder", "colbert-checkpoint"),
+    "model": ("colmed-bi-encoder", "colmed-colbert", "colbert-checkpoint"),
     "benchmark": ("colmed-benchmark",),
     "study": ("colmed-study",),
 }
@@ -284,14 +284,15 @@ def output_lock(out: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_directory(out: str | Path, overwrite: bool = False, kind: str | None = None,
-                     inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:
+                     inputs: Iterable[str | Path | None] = (), locked: bool = False) -> Iterator[Path]:
     """Build a directory in a temp sibling and rename it to ``out`` on success.
 
     Refuses to touch an existing ``out`` unless ``overwrite``, and even then replaces it only when it is
     a colmed output of the same ``kind`` (a key of :data:`OUTPUT_KINDS`; ``None`` accepts any colmed
     kind) or an empty folder: a folder colmed did not write is never deleted. ``out`` must not be
     ``.``/``..``, lie under a file, or equal, contain or sit inside any of ``inputs``. One writer per
-    ``out`` at a time (see :func:`output_lock`). On failure nothing is left behind and an existing
+    ``out`` at a time (see :func:`output_lock`; ``locked``: the caller already holds it, e.g. for a
+    whole resumable run). On failure nothing is left behind and an existing
     ``out`` is untouched; the new folder follows the user's umask.
 
     Example:
@@ -307,7 +308,7 @@ def atomic_directory(out: str | Path, overwrite: bool = False, kind: str | None 
     given = out
     out = check_output_path(out, inputs)
     _check_replaceable(out, given, overwrite, kind)  # before the lock file exists: a refusal writes nothing
-    with output_lock(out):
+    with contextlib.nullcontext(out) if locked else output_lock(out):
         _check_replaceable(out, given, overwrite, kind)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", suffix=".building", dir=out.parent))
         try:

@@ -275,6 +275,11 @@ def load_dataset(name_or_path: str | Path, split: str = "test", require_corpus: 
         return load_beir_folder(p, split=split, name=canonical_name(p.name), require_corpus=require_corpus)
     from colmed.data.registry import BENCHMARKS
     spec = BENCHMARKS.get(str(name_or_path))
+    if spec is None:
+        from colmed.core.io import looks_like_path
+
+        if looks_like_path(str(name_or_path)):  # a mistyped folder, not a hub name to look up
+            raise InputError("no such file or folder", path=name_or_path)
     hub = spec.hub_name if spec else str(name_or_path)
     if "/" not in hub:
         raise InputError("not a local folder and not a hub dataset name", path=name_or_path)

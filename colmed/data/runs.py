@@ -49,6 +49,33 @@ def trec_eval_order(run: Mapping[str, Mapping[str, float]]) -> Run:
     return out
 
 
+
+def score_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
+              metrics=("ndcg@10",), *, per_query: bool = False) -> dict:
+    """ranx metrics of ``run`` against ``qrels``, ranked as trec_eval ranks: the one place colmed scores a run.
+
+    Every judged query counts: one without hits scores 0 (``trec_eval -c``); runs for unjudged queries
+    are ignored. ``per_query=True`` gives arrays aligned to the sorted judged query ids. Protocol steps
+    (self-hit exclusion, coverage checks) are :mod:`colmed.eval.evaluation`'s; this only scores.
+
+    >>> score_run({"q1": {"d1": 1}, "q2": {"d2": 1}}, {"q1": {"d1": 1.0}}, ["ndcg@10"])
+    {'ndcg@10': 0.5}
+    """
+    import numpy as np
+    from ranx import Qrels, Run as RanxRun, evaluate
+
+    metrics = list(metrics)
+    judged = {q: dict(r) for q, r in qrels.items() if r}
+    hits = {q: docs for q, docs in run.items() if docs}
+    if not hits or not judged:
+        zeros = np.zeros(len(judged))
+        return {m: (zeros.copy() if per_query else 0.0) for m in metrics}
+    out = evaluate(Qrels(judged), RanxRun(trec_eval_order(hits)), metrics, return_mean=not per_query,
+                   make_comparable=True)
+    if len(metrics) == 1:
+        out = {metrics[0]: out}
+    return {m: (np.asarray(v, dtype=float) if per_query else float(v)) for m, v in out.items()}
+
 def write_trec(path: str | Path, run: Mapping[str, Mapping[str, float]], tag: str = "colmed") -> None:
     """Atomically write a TREC run (``qid Q0 docid rank score tag``), ranked as trec_eval ranks it.
 

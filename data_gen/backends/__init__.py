@@ -19,7 +19,7 @@ def make_backend(config) -> LLMBackend:
         import os
 
         from colmed.data_gen.backends.openai_backend import OpenAIBackend
-        return OpenAIBackend(config.base_url or "https://api.openai.com/v1", config.model,
+        return OpenAIBackend(config.base_url, config.model,  # required: GenerateConfig.validate
                              api_key=os.environ.get(config.api_key_env), concurrency=config.concurrency,
                              timeout=config.request_timeout)
     from colmed.data_gen.backends.vllm_backend import VLLMBackend

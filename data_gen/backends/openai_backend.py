@@ -1,7 +1,8 @@
 """Any OpenAI-compatible chat endpoint (``vllm serve``, llama.cpp server, TGI, hosted APIs) over httpx.
 
 Bounded concurrency (a thread pool of ``concurrency`` requests), a per-request timeout, and retries
-with exponential backoff on timeouts, connection errors, 429 and 5xx. Structured output is asked for
+with exponential backoff on timeouts, connection errors, 429 and 5xx; when the last attempt fails too (or the
+endpoint answers 401/403/404) :class:`EndpointError` stops the run, leaving it resumable. Structured output is asked for
 with ``response_format={"type": "json_schema", ...}`` (vLLM and OpenAI support it); servers that
 reject it can be used with ``json_schema_mode="off"``. The API key comes from the environment.
 
@@ -18,9 +19,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from colmed.core.errors import ColmedError
 from colmed.data_gen.backends.base import Completion
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# Answers that no retry or other prompt will change: the endpoint, model or key is wrong.
+FATAL_STATUS = {401, 403, 404}
+
+
+class EndpointError(ColmedError):
+    """The endpoint could not be reached or refused every attempt: the run stops (resumable), it does not
+    count the batch's notes as rejected outputs."""
 
 
 class OpenAIBackend:
@@ -58,6 +67,9 @@ class OpenAIBackend:
             if resp.status_code in RETRY_STATUS:
                 error = f"HTTP {resp.status_code}: {resp.text[:200]}"
                 continue
+            if resp.status_code in FATAL_STATUS:
+                raise EndpointError(f"{self.url}: HTTP {resp.status_code} ({resp.text[:120].strip()}); check "
+                                    "--base-url, --model and the API key")
             if resp.status_code != 200:
                 return Completion(None, error=f"HTTP {resp.status_code}: {resp.text[:200]}")
             try:
@@ -67,7 +79,8 @@ class OpenAIBackend:
                 return Completion(None, error=f"unexpected response ({type(e).__name__}): {resp.text[:200]}")
             usage = data.get("usage") or {}
             return Completion(text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-        return Completion(None, error=f"gave up after {self.max_attempts} attempts: {error}")
+        raise EndpointError(f"{self.url}: gave up after {self.max_attempts} attempts ({error}); the finished "
+                            "batches are kept: rerun the same command to resume")
 
     def generate(self, conversations, *, max_new_tokens: int = 384, temperature: float = 0.7, seed: int = 0,
                  json_schema=None, assistant_prefix: str = "") -> list[Completion]:
