@@ -177,8 +177,12 @@ def training_arguments(config: BiEncoderTrainingConfig, output_dir: Path, num_ro
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
+    import torch
+
     steps_per_epoch = max(1, num_rows // _world_size() // config.batch_size)
     eval_every = config.eval_steps or steps_per_epoch
+    # Pinned memory only speeds copies to a GPU; on CPU torch warns on every dataloader it is asked for.
+    extra.setdefault("dataloader_pin_memory", torch.cuda.is_available())
     return (arguments_class or SentenceTransformerTrainingArguments)(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,

@@ -7,6 +7,12 @@ only when its ``stage.json`` marker (written atomically after the command exits 
 key, so ``kill -9`` at any point loses nothing already finished and never passes off half-written
 output as done.
 
+Each stage runs in its own process group and dies with the runner: the group is killed when the runner
+exits or is signalled, and on Linux the stage also gets SIGKILL from the kernel if the runner is killed
+outright (``PR_SET_PDEATHSIG``). A stage whose command finished but whose marker was never written (the
+runner died in between) is adopted when its output is a finished colmed output of the expected kind,
+written under the current key.
+
 Example:
     >>> import tempfile, pathlib, sys
     >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -22,9 +28,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -33,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from colmed.core.errors import ColmedError
-from colmed.core.io import write_json
+from colmed.core.io import output_kind, write_json
 from colmed.core.provenance import hash_path
 
 CODE_VERSION = "1"  # bump when a stage's semantics change without its command changing
@@ -55,6 +64,10 @@ class Stage:
     inputs: list[Path] = field(default_factory=list)
     clean_on_change: bool = True
     settings: Any = None  # the typed settings ``command`` was built from (not part of the key: the command is)
+    # The command's finished output and its colmed kind (colmed.core.io.OUTPUT_KINDS): lets a re-run adopt
+    # an output whose marker a crash prevented. Only for clean_on_change stages (nothing of another key stays).
+    output: Path | None = None
+    output_kind: str | None = None
 
 
 class StageRunner:
@@ -112,23 +125,83 @@ class StageRunner:
             if previous is not None and previous != key and stage.clean_on_change and out.exists():
                 shutil.rmtree(out)  # output of other inputs: stale (a same-key partial output is resumed)
             self.marker(stage).unlink(missing_ok=True)
+            if previous == key and self._adoptable(stage):
+                write_json(self.marker(stage), {"key": key, "seconds": None, "command": list(map(str, stage.command)),
+                                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "adopted": True})
+                started.unlink(missing_ok=True)
+                summary[stage.name] = {"status": "adopted", "seconds": None, "key": key}
+                echo(f"[{stage.name}] adopted: {stage.output} finished before the last run was stopped ({key})")
+                continue
             out.parent.mkdir(parents=True, exist_ok=True)
             write_json(started, {"key": key})
             echo(f"[{stage.name}] running: {' '.join(map(str, stage.command))}")
             t0 = time.perf_counter()
             log = (log_dir or out.parent) / f"{stage.name}.log"
             with open(log, "a", encoding="utf-8") as logf:
-                proc = subprocess.run(list(map(str, stage.command)), stdout=logf, stderr=subprocess.STDOUT)
+                returncode = run_tied(list(map(str, stage.command)), stdout=logf)
             seconds = round(time.perf_counter() - t0, 1)
-            if proc.returncode:
+            if returncode:
                 tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
-                raise ColmedError(f"stage {stage.name!r} failed (exit {proc.returncode}; log {log}): {tail[0][:300]}")
+                raise ColmedError(f"stage {stage.name!r} failed (exit {returncode}; log {log}): {tail[0][:300]}")
             write_json(self.marker(stage), {"key": key, "seconds": seconds, "command": list(map(str, stage.command)),
                                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
             started.unlink(missing_ok=True)
             summary[stage.name] = {"status": "ran", "seconds": seconds, "key": key}
             echo(f"[{stage.name}] done in {seconds:.0f} s")
         return summary
+
+
+    def _adoptable(self, stage: Stage) -> bool:
+        """Whether ``stage``'s output is a finished colmed output of its kind (started under the current key,
+        which the caller checked: for a clean_on_change stage nothing of another key survives a key change)."""
+        if stage.output is None or stage.output_kind is None or not stage.clean_on_change:
+            return False
+        return output_kind(stage.output) == stage.output_kind
+
+
+def _die_with_parent(parent: int) -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the runner died before prctl took effect
+        os._exit(1)
+
+
+def run_tied(command: list[str], stdout=None, grace: float = 10.0) -> int:
+    """Run ``command`` in its own process group, tied to this process; returns its exit code.
+
+    If this process exits, raises (``KeyboardInterrupt``, ``SystemExit`` from SIGTERM) or is SIGKILLed, the
+    command and everything in its group are stopped (SIGTERM, then SIGKILL after ``grace`` seconds), so no
+    orphan keeps writing into a study a re-run is about to resume.
+
+    Example:
+        >>> import sys
+        >>> run_tied([sys.executable, "-c", "raise SystemExit(3)"])
+        3
+    """
+    parent = os.getpid()
+    preexec = (lambda: _die_with_parent(parent)) if sys.platform.startswith("linux") else None
+    proc = subprocess.Popen(command, stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None,
+                            start_new_session=True, preexec_fn=preexec)
+    try:
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            _stop_group(proc, grace)
+
+
+def _stop_group(proc: subprocess.Popen, grace: float) -> None:
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait)
+            break
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (children that outlived the leader)
 
 
 def colmed_command(*args: str) -> list[str]:

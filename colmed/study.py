@@ -154,15 +154,17 @@ class GenerateStageConfig:
     def argv(self) -> list[str]:
         common = ["--miner", self.miner, "--negatives", self.negatives, "--dev-fraction", self.dev_fraction,
                   "--seed", self.seed]
+        # --overwrite: the stage owns its output; a changed setting then starts over, a changed late setting
+        # (negatives, filters, splits) resumes the finished generation parts of an interrupted run.
         if self.source == "notes":
             cmd = ["generate", "--notes", self.notes, "--out", self.out, "--generator", self.generator, *common,
-                   "--no-progress", *_opt("--num-notes", self.num_notes)]
+                   "--no-progress", "--overwrite", *_opt("--num-notes", self.num_notes)]
             if self.generator == "llm":
                 cmd += ["--backend", self.backend or "transformers", *_opt("--model", self.model),
                         *_opt("--gguf-file", self.gguf_file)]
         else:
             cmd = ["generate", "--labelled", self.labelled_dataset, "--labelled-split", self.labelled_split,
-                   "--out", self.out, *common, "--no-progress"]
+                   "--out", self.out, *common, "--no-progress", "--overwrite"]
         return colmed_command(*cmd, *flags(self.args))
 
 
@@ -242,13 +244,15 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
         if name == "generate":
             source = settings.notes if settings.source == "notes" else settings.labelled_dataset
             stage = Stage(name, settings.argv(), Path(settings.out), settings=settings,
-                          inputs=[Path(source)] if Path(source).exists() else [], clean_on_change=True)
+                          inputs=[Path(source)] if Path(source).exists() else [], clean_on_change=True,
+                          output=Path(settings.out), output_kind="triplets")
         elif name == "benchmark":
             # The benchmark keeps its own index/run cache under its --out: never wipe it on a key change.
             stage = Stage(name, settings.argv(), Path(settings.out), after=[s.name for s in stages],
                           clean_on_change=False, settings=settings)
         else:
-            stage = Stage(name, settings.argv(), Path(settings.out).parent, after=["generate"], settings=settings)
+            stage = Stage(name, settings.argv(), Path(settings.out).parent, after=["generate"], settings=settings,
+                          output=Path(settings.out), output_kind="model")
         stages.append(stage)
     return stages
 
@@ -324,13 +328,24 @@ def run_study(cfg: StudyConfig, dry_run: bool = False, echo=print) -> dict[str, 
         for stage, status in runner.plan():
             echo(f"{stage.name:18s} {status:7s} key={runner.key(stage)}  {' '.join(map(str, stage.command[2:]))}")
         return {s.name: {"status": status} for s, status in runner.plan()}
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "study_config.json", cfg.to_dict())
-    write_stage_configs(runner.stages)
-    summary = runner.run(echo=echo)
-    from colmed.study_report import write_study_report
+    from colmed.core.io import check_output_path, output_kind, output_lock, remove_temp_files
 
-    report = write_study_report(cfg, runner, summary)
-    echo(f"report: {report}")
+    d = cfg.data
+    sources = [d.notes if d.source == "notes" else d.labelled_dataset, cfg.benchmark.data_dir]
+    out = check_output_path(cfg.out, inputs=[p for p in sources if p and Path(p).exists()])
+    found = output_kind(out)
+    if found not in (None, "study"):
+        raise InputError(f"holds a colmed {found} output; a study writes its own folder", path=cfg.out, field="out")
+    # One orchestrator per study: a second would run the same stages into the same folders.
+    with output_lock(out):
+        out.mkdir(parents=True, exist_ok=True)
+        for folder in (out, out / "stages", *(Path(s.out_dir).parent for s in runner.stages)):
+            remove_temp_files(folder)  # half-written markers/configs of a killed orchestrator
+        write_json(out / "study_config.json", cfg.to_dict())
+        write_stage_configs(runner.stages)
+        summary = runner.run(echo=echo)
+        from colmed.study_report import write_study_report
+
+        report = write_study_report(cfg, runner, summary)
+        echo(f"report: {report}")
     return summary

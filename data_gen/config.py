@@ -30,7 +30,9 @@ MINERS = ("bm25", "dense", "none")
 
 # Fields that do not change what a run writes: excluded from the resume fingerprint. (``batch_notes`` is
 # fingerprinted: generation parts are numbered by batch, so another batch size would lose or repeat notes.)
-_NOT_FINGERPRINTED = {"out", "overwrite", "progress", "concurrency", "device", "request_timeout", "shard"}
+# Where the model is served (base_url, api_key_env) is not what it writes: a restarted server resumes.
+_NOT_FINGERPRINTED = {"out", "overwrite", "progress", "concurrency", "device", "request_timeout", "shard",
+                      "base_url", "api_key_env"}
 
 # Settings read only after generation (filters, dedup, mining, splits, export): a resume that changes only
 # these reuses the finished generation parts and redoes the rest.

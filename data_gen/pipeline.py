@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from colmed.core.errors import IndexExistsError, InputError
-from colmed.core.io import atomic_directory, check_output, output_lock, read_jsonl, write_json, write_jsonl
+from colmed.core.io import (atomic_directory, check_output, output_lock, read_jsonl, remove_temp_files, write_json,
+                            write_jsonl)
 from colmed.core.provenance import run_manifest, sha256_file
 from colmed.data_gen.config import LATE_SETTINGS, GenerateConfig, parse_shard
 from colmed.data_gen.filters import QueryFilter, dedup_queries
@@ -121,6 +122,7 @@ class TripletPipeline:
                              field="num_notes")
         notes = sample_notes(all_notes, cfg.num_notes, cfg.seed)
         self._open_partial()
+        remove_temp_files(self.partial, recursive=True)  # a killed run's half-written files (we hold the lock)
         # The mining corpus is every sampled note's passages, whatever the shard: shards then mine the
         # same corpus and a merge is consistent.
         passages = {p.passage_id: p for n in notes for p in chunk_note(n, cfg.chunk_words, cfg.min_chunk_words)}
@@ -397,7 +399,7 @@ class TripletPipeline:
         """
         with atomic_directory(self.out, overwrite=self.config.overwrite, kind="triplets", locked=True) as tmp:
             for entry in self.partial.iterdir():
-                if entry.name not in ("_work", "state.json"):
+                if entry.name not in ("_work", "state.json") and not entry.name.startswith("."):
                     os.replace(entry, tmp / entry.name)
         shutil.rmtree(self.partial, ignore_errors=True)
 

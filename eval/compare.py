@@ -60,13 +60,17 @@ def compare_trec_runs(dataset, runs: Mapping[str, str | Path] | Sequence[str | P
     named = name_runs(runs)
     if not named:
         raise InputError("no runs to compare")
+    metrics = list(metrics or DEFAULT_METRICS)
+    check_metrics(metrics)
+    if fuse is not None:
+        check_fusion(fuse, len(named))
     sidecars = {p: read_sidecar(p) for p in named.values()}
     check_comparable(sidecars)
     check_prompts(sidecars, allow_prompt_ablation=allow_prompt_ablation)
     ds = dataset if hasattr(dataset, "qrels") else load_dataset(str(dataset), split=split, require_corpus=False)
+    check_judged_by(sidecars, ds)
     exclude = resolve_self_hits(ds, exclude_self_hits)
     loaded = {n: read_trec(p) for n, p in named.items()}
-    metrics = list(metrics or DEFAULT_METRICS)
     comp = compare_runs(ds, loaded, metrics, stat_test=stat_test, max_p=max_p, exclude_self_hits=exclude,
                         fuse=fuse, dataset_name=ds.name)
     ks = {sc.get("k") for sc in sidecars.values() if sc and sc.get("k") is not None}
@@ -77,3 +81,56 @@ def compare_trec_runs(dataset, runs: Mapping[str, str | Path] | Sequence[str | P
                                 for n, p in named.items() if sidecars[p]}
     comp.protocol["prompt_ablation_allowed"] = allow_prompt_ablation
     return comp
+
+
+def check_metrics(metrics: Sequence[str]) -> None:
+    """Refuse a metric ranx does not know before any run is read (``ndcg@10``, ``recall@100``, ``mrr@10`` ...).
+
+    Example:
+        >>> check_metrics(["ndcg@10", "ndgc@10"])
+        Traceback (most recent call last):
+        ...
+        colmed.core.errors.InputError: field '--metric': unknown metric 'ndgc@10' (ranx: Metric ndgc not supported...)
+    """
+    from ranx import Qrels, Run, evaluate
+
+    qrels, run = Qrels({"q": {"d": 1}}), Run({"q": {"d": 1.0}})
+    for metric in metrics:
+        try:
+            evaluate(qrels, run, metric)
+        except Exception as e:  # ranx raises ValueError, KeyError or IndexError for a malformed name
+            raise InputError(f"unknown metric {metric!r} (ranx: {str(e).split('.')[0]}...)", field="--metric") from None
+
+
+def check_fusion(method: str, num_runs: int) -> None:
+    """Refuse an unknown fusion method, or fusion of fewer than two runs.
+
+    Example:
+        >>> check_fusion("rfr", 2)
+        Traceback (most recent call last):
+        ...
+        colmed.core.errors.InputError: field '--fuse': unknown fusion method 'rfr'; ranx has ...
+    """
+    import inspect
+    import re
+
+    from ranx import fusion
+
+    try:
+        fusion.fusion_switch(method)
+    except ValueError:
+        source = inspect.getsource(fusion.fusion_switch)
+        known = sorted(set(re.findall(r'"([a-z_]+)"', source)))
+        raise InputError(f"unknown fusion method {method!r}; ranx has {', '.join(known)}", field="--fuse") from None
+    if num_runs < 2:
+        raise InputError(f"fusing needs at least two runs, got {num_runs}", field="--fuse")
+
+
+def check_judged_by(sidecars: Mapping[Path | str, dict | None], ds) -> None:
+    """Refuse a run whose sidecar says it was made for other qrels (another dataset or split) than ``ds``'s."""
+    for path, sidecar in sidecars.items():
+        recorded = (sidecar or {}).get("qrels_hash")
+        if recorded and getattr(ds, "qrels_hash", None) and recorded != ds.qrels_hash:
+            raise InputError(f"was made for other qrels ({sidecar.get('dataset')}, split {sidecar.get('split')}) than "
+                             f"{ds.name}'s {getattr(ds, 'split', '')} qrels; compare runs on the dataset they were made "
+                             "for", path=path, field="qrels_hash")

@@ -180,9 +180,68 @@ def test_openai_backend_retries_http_errors_and_sends_schema(monkeypatch, script
         out = backend.generate(convs, json_schema=t.json_schema(1), max_new_tokens=50)
         assert all(c.error is None and parse_queries(c.text, ["keyword"]) for c in out)
         assert out[0].prompt_tokens == 100 and out[0].completion_tokens == 20
-    dead = OpenAIBackend("http://127.0.0.1:9/v1", "m", max_attempts=2, backoff=0.01, timeout=1)
-    failed = dead.generate([[{"role": "user", "content": "hi"}]])[0]
-    assert failed.text is None and "gave up after 2 attempts" in failed.error
+    from colmed.data_gen.backends.openai_backend import EndpointError
+
+    dead = OpenAIBackend(f"http://127.0.0.1:{_closed_port()}/v1", "m", max_attempts=2, backoff=0.01, timeout=1)
+    with pytest.raises(EndpointError, match="gave up after 2 attempts"):
+        dead.generate([[{"role": "user", "content": "hi"}]])
+
+
+def _cli(*args, env=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "colmed.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=120)
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_endpoint_fails_the_run_and_leaves_it_resumable(tmp_path, scripted_server):
+    """generate against a closed port exits 2 after its retries; no finished output; once the endpoint is up
+    the same settings resume and finish."""
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("".join(json.dumps({"id": f"n{i}", "text": TEXT + f" Visit number {i} was for a check of "
+                                                                       f"condition {i} in the left knee."}) + "\n"
+                             for i in range(4)))
+    out = tmp_path / "out"
+    common = ["generate", "--notes", str(notes), "--out", str(out), "--generator", "llm", "--backend", "openai",
+              "--model", "served", "--chunk-words", "60", "--negatives", "2", "--range-max", "4", "--no-progress",
+              "--batch-notes", "2"]
+    r = _cli(*common, "--base-url", f"http://127.0.0.1:{_closed_port()}/v1")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gave up after" in lines[0] and "rerun the same command to resume" in lines[0]
+    assert not out.exists() and (tmp_path / "out.partial" / "state.json").is_file()
+    with scripted_server() as url:
+        # the endpoint is not a generation setting that changes the parts' layout: a new URL resumes
+        ok = _cli(*common, "--base-url", url)
+    assert ok.returncode == 0, ok.stderr
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts["generation"]["notes"] == 4 and counts["generation"]["generated"] == 4
+
+
+@pytest.mark.parametrize("base_url, says", [
+    (None, "field 'base_url': the openai backend needs --base-url"),
+    ("http://user:hunter2@127.0.0.1:8000/v1", "holds a credential (user:password@)"),
+    ("http://127.0.0.1:8000/v1?api-key=hunter2", "holds a credential (query parameter 'api-key')"),
+])
+def test_openai_base_url_is_required_and_never_holds_credentials(tmp_path, base_url, says):
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(json.dumps({"id": "n", "text": TEXT}) + "\n")
+    args = ["generate", "--notes", str(notes), "--out", str(tmp_path / "out"), "--generator", "llm",
+            "--backend", "openai", "--model", "served", "--no-progress"]
+    r = _cli(*args, *(["--base-url", base_url] if base_url else []), env={"OPENAI_API_KEY": "sk-set"})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
+    assert "hunter2" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.jsonl"]
 
 
 def test_openai_backend_end_to_end_through_the_pipeline(tmp_path, scripted_server):

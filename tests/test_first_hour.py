@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from statistics import mean
@@ -209,3 +210,108 @@ def test_compare_table_does_not_wrap_in_a_log(tmp_path, sample_dataset_dir):
     rows = [ln for ln in log.splitlines() if "bm25-robertson-with-a-long-run-name" in ln]
     assert rows and all(ln.count("0.") >= 4 for ln in rows), log  # a run's name and its 4 metrics on one line
     assert "\r" not in log
+
+
+# --- library calls stay quiet; --quiet silences every command's status lines -------------------------
+
+
+def test_bm25_built_from_python_prints_no_bars_and_no_bm25s_debug_lines(tmp_path, sample_dataset_dir):
+    # A subprocess: CLI tests in this process switch tqdm off globally, which would hide the bars asked for.
+    script = ("import logging, sys, colmed\n"
+              "logging.basicConfig(level=logging.INFO)  # an application that configures logging\n"
+              f"ds = colmed.load_dataset({str(sample_dataset_dir)!r})\n"
+              "colmed.build_index('bm25', ds)\n"
+              "print('---', file=sys.stderr)\n"
+              "colmed.build_index('bm25', ds, progress=True)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    silent, asked = proc.stderr.split("---\n")
+    assert "DEBUG" not in proc.stderr and "Building index" not in proc.stderr, proc.stderr
+    assert "Split strings" not in silent and "\r" not in silent, silent
+    assert "Split strings" in asked and "BM25S Compute Scores" in asked  # progress=True: bm25s' own bars
+
+
+def test_quiet_silences_benchmark_status_lines(tmp_path, sample_dataset_dir, monkeypatch):
+    monkeypatch.setenv("COLMED_VERBOSITY", "normal")  # --quiet below sets it for this process; restored after
+    args = ["benchmark", "--retriever", "bm25", "--dataset", sample_dataset_dir, "--out", tmp_path / "b"]
+    loud = invoke(*args).output
+    assert "sample_medical: searching 18 queries with bm25" in loud
+    quiet = invoke("--quiet", *args).output
+    assert "searching" not in quiet and "building" not in quiet and "0.8242" in quiet, quiet
+
+
+# --- caches reused: a prebuilt index is benchmarked as index:DIR, only on the data it was built over ---
+
+
+def test_benchmark_reuses_an_index_built_by_colmed_index(tmp_path, sample_dataset_dir, monkeypatch):
+    monkeypatch.setenv("COLMED_VERBOSITY", "normal")
+    idx = tmp_path / "idx"
+    invoke("index", "--retriever", "bm25", "--dataset", sample_dataset_dir, "--out", idx)
+    before = {p: p.stat().st_mtime_ns for p in idx.rglob("*")}
+    out = invoke("benchmark", "--retriever", f"lex=index:{idx}", "--dataset", sample_dataset_dir,
+                 "--check-published", "--out", tmp_path / "b").output
+    assert "building" not in out and "sample_medical: searching 18 queries with lex" in out, out
+    cell = json.loads((tmp_path / "b" / "results.json").read_text())["cells"]["sample_medical"]["lex"]
+    assert cell["status"] == "searched (index reused)"
+    assert {p: p.stat().st_mtime_ns for p in idx.rglob("*")} == before  # used as it is, never rebuilt
+    # --check-published: a pair without a verified figure gets a row that says so
+    assert ("published lex / sample_medical: colmed 0.8242; no verified published figure: none for bm25 on "
+            "sample_medical in published.yaml") in out, out
+
+    # another copy of the same dataset (one judgement fewer): refused in one line, nothing evaluated
+    other = tmp_path / "sample_medical"
+    shutil.copytree(sample_dataset_dir, other)
+    qrels = other / "qrels" / "test.tsv"
+    qrels.write_text("".join(qrels.read_text().splitlines(keepends=True)[:-1]))
+    r = invoke("benchmark", "--retriever", f"lex=index:{idx}", "--dataset", other, "--out", tmp_path / "b2",
+               expect=2)
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "built over another copy or split of sample_medical" in errors[0], r.output
+    assert not (tmp_path / "b2" / "results.json").exists()
+
+
+def test_benchmark_refuses_an_index_of_none_of_its_datasets(tmp_path, sample_dataset_dir, shared_path):
+    idx = tmp_path / "idx"
+    invoke("--quiet", "index", "--retriever", "bm25", "--dataset", sample_dataset_dir, "--out", idx)
+    r = invoke("--quiet", "benchmark", "--retriever", f"index:{idx}", "--dataset",
+               shared_path("beir", "publichealthqa"), "--out", tmp_path / "b", expect=2)
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "built over sample_medical, which is none of the datasets evaluated " \
+                                "(publichealthqa)" in errors[0], r.output
+
+
+# --- small messages -------------------------------------------------------------------------------
+
+
+def test_a_mistyped_local_path_says_no_such_folder_not_hub(tmp_path, sample_dataset_dir, monkeypatch):
+    monkeypatch.setenv("COLMED_VERBOSITY", "normal")
+    r = invoke("index", "--retriever", "bm25", "--dataset", "../shared/beir/nfcorpsu", "--out", tmp_path / "i",
+               expect=2)
+    assert r.output.strip() == "error: ../shared/beir/nfcorpsu: no such file or folder", r.output
+    # a benchmark skips it in one line that names it once
+    out = invoke("benchmark", "--retriever", "bm25", "--dataset", "./no/such/set", "--dataset", sample_dataset_dir,
+                 "--out", tmp_path / "b").output
+    assert "skipped ./no/such/set: no such file or folder\n" in out, out
+
+
+def test_check_published_says_when_there_is_no_verified_figure():
+    from colmed.eval.published import check_published, published_to_markdown
+
+    rows = check_published({"bm25": {"nfcorpus": 0.3213, "sample_medical": 0.8}, "ft": {"nfcorpus": 0.35}},
+                           {"bm25": "bm25", "ft": None})
+    missing = {(r["retriever"], r["dataset"]): r for r in rows if r["status"] == "no figure"}
+    assert set(missing) == {("bm25", "sample_medical"), ("ft", "nfcorpus")}
+    assert missing["ft", "nfcorpus"]["note"].startswith("no verified published figure: not a reference retriever")
+    assert all(r["published"] is not None for r in rows if r["status"] != "no figure")
+    table = published_to_markdown(rows)
+    assert "| ft | nfcorpus | 0.3500 | – | – | no figure |" in table
+
+
+def test_training_pins_memory_only_with_a_gpu(tmp_path):
+    import torch
+
+    from colmed.bi_encoder.config import BiEncoderTrainingConfig
+    from colmed.bi_encoder.train import training_arguments
+
+    args = training_arguments(BiEncoderTrainingConfig(batch_size=8), tmp_path / "unused", num_rows=16)
+    assert args.dataloader_pin_memory == torch.cuda.is_available()  # torch warns on CPU for every dataloader

@@ -255,6 +255,86 @@ def _out_under_file(tmp, ds, idx):
     return ["index", "--retriever", "bm25", "--dataset", ds, "--out", tmp / "afile" / "idx"]
 
 
+def _search_run(tmp, ds, idx) -> Path:
+    run = tmp / "run.trec"
+    result = run_cli(["search", "--index", idx, "--queries", ds, "--out", run])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _compare_fuse_typo(tmp, ds, idx):
+    run = _search_run(tmp, ds, idx)
+    return ["compare", "--dataset", ds, "--run", f"a={run}", "--run", f"b={run}", "--fuse", "rfr", "--out",
+            tmp / "report"]
+
+
+def _compare_metric_typo(tmp, ds, idx):
+    return ["compare", "--dataset", ds, "--run", _search_run(tmp, ds, idx), "--metric", "ndgc@10", "--out",
+            tmp / "report"]
+
+
+def _compare_other_qrels(tmp, ds, idx):
+    run = _search_run(tmp, ds, idx)
+    other = tmp / "other"
+    shutil.copytree(ds, other)
+    qrels = other / "qrels" / "test.tsv"
+    lines = qrels.read_text(encoding="utf-8").splitlines()
+    qid, did, grade = lines[-1].split("\t")
+    lines[-1] = "\t".join([qid, did, str(int(grade) + 1)])  # one judgement regraded: other qrels
+    qrels.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return ["compare", "--dataset", other, "--run", run, "--out", tmp / "report"]
+
+
+def _benchmark_nothing_loads(tmp, ds, idx):
+    return ["benchmark", "--retriever", "bm25=bm25", "--dataset", tmp / "no-such-a", "--dataset", tmp / "no-such-b",
+            "--out", tmp / "bench"]
+
+
+def _generate(tmp, ds, *extra):
+    return ["generate", "--notes", ds, "--out", tmp / "triplets", "--no-progress", *extra]
+
+
+def _generate_batch_zero(tmp, ds, idx):
+    return _generate(tmp, ds, "--batch-notes", "0")
+
+
+def _generate_negatives_negative(tmp, ds, idx):
+    return _generate(tmp, ds, "--negatives", "-3")
+
+
+def _generate_too_many_notes(tmp, ds, idx):
+    return _generate(tmp, ds, "--num-notes", "100")
+
+
+def _generate_openai_without_base_url(tmp, ds, idx):
+    return _generate(tmp, ds, "--generator", "llm", "--backend", "openai", "--model", "served")
+
+
+def _generate_base_url_with_password(tmp, ds, idx):
+    return _generate(tmp, ds, "--generator", "llm", "--backend", "openai", "--model", "served", "--base-url",
+                     "http://user:hunter2@127.0.0.1:8000/v1")
+
+
+def _generate_base_url_with_key(tmp, ds, idx):
+    return _generate(tmp, ds, "--generator", "llm", "--backend", "openai", "--model", "served", "--base-url",
+                     "http://127.0.0.1:8000/v1?api-key=hunter2")
+
+
+def _generate_yaml(tmp, ds, idx, text):
+    (tmp / "gen.yaml").write_text(text, encoding="utf-8")
+    return ["generate", "--config", tmp / "gen.yaml", "--notes", ds, "--out", tmp / "triplets"]
+
+
+def _study_yaml(tmp, text):
+    (tmp / "study.yaml").write_text(text, encoding="utf-8")
+    return ["study", "--config", tmp / "study.yaml", "--out", tmp / "study"]
+
+
+def _train_yaml(tmp, text):
+    (tmp / "train.yaml").write_text(text, encoding="utf-8")
+    return ["train", "bi-encoder", "--config", tmp / "train.yaml", "--triplets", tmp / "t", "--out", tmp / "model"]
+
+
 CASES = [
     ("qrels score inf", _qrels_inf, ["qrels/test.tsv:", "field 'score'", "inf"]),
     ("qrels non-UTF-8 byte", _qrels_not_utf8, ["qrels/test.tsv:", "UTF-8"]),
@@ -291,6 +371,30 @@ CASES = [
     ("--out .", _out_dot, ["field '--out'", "'.'"]),
     ("--out ..", _out_dotdot, ["field '--out'", "'..'"]),
     ("--out under a file", _out_under_file, ["field '--out'", "afile", "a file"]),
+    ("compare --fuse typo", _compare_fuse_typo, ["field '--fuse'", "'rfr'", "rrf"]),
+    ("compare --metric typo", _compare_metric_typo, ["field '--metric'", "'ndgc@10'"]),
+    ("compare a run made for other qrels", _compare_other_qrels, ["run.trec", "field 'qrels_hash'", "other qrels"]),
+    ("benchmark where no dataset loads", _benchmark_nothing_loads,
+     ["field 'datasets'", "no dataset could be evaluated", "no-such-a"]),
+    ("generate --batch-notes 0", _generate_batch_zero, ["field 'batch_notes'", "at least 1"]),
+    ("generate --negatives -3", _generate_negatives_negative, ["field 'num_negatives'", "-3"]),
+    ("generate --num-notes above the population", _generate_too_many_notes,
+     ["field 'num_notes'", "100 notes", "holds 40"]),
+    ("generate --backend openai without --base-url", _generate_openai_without_base_url,
+     ["field 'base_url'", "needs --base-url"]),
+    ("generate --base-url with user:password@", _generate_base_url_with_password,
+     ["field 'base_url'", "credential"]),
+    ("generate --base-url with ?api-key=", _generate_base_url_with_key, ["field 'base_url'", "'api-key'"]),
+    ("generate YAML num_negatives: five", lambda t, d, i: _generate_yaml(t, d, i, "num_negatives: five\n"),
+     ["gen.yaml", "field 'num_negatives'", "five"]),
+    ("generate YAML dedup: 'no' (a string)", lambda t, d, i: _generate_yaml(t, d, i, 'dedup: "no"\n'),
+     ["gen.yaml", "field 'dedup'"]),
+    ("study YAML datasets: a string", lambda t, d, i: _study_yaml(t, "benchmark:\n  datasets: nfcorpus\n"),
+     ["study.yaml", "field 'benchmark.datasets'"]),
+    ("study YAML num_notes: lots", lambda t, d, i: _study_yaml(t, "data:\n  num_notes: lots\n"),
+     ["study.yaml", "field 'data.num_notes'"]),
+    ("train YAML epochs: many", lambda t, d, i: _train_yaml(t, "epochs: many\n"),
+     ["train.yaml", "field 'epochs'"]),
 ]
 
 

@@ -91,8 +91,14 @@ def get_run(spec: "RetrieverSpec", dataset, config: "BenchmarkConfig", cache_dir
         manifest = spec.index_manifest()
         family = manifest.kind
         if manifest.dataset.get("fingerprint") != dataset.fingerprint:
-            reason = (f"index {spec.target} was built over {manifest.dataset.get('name') or 'another corpus'}, "
-                      f"not this copy of {dataset.name}")
+            built_over = manifest.dataset.get("name") or "another corpus"
+            if built_over == dataset.name:  # the same dataset, other content: its results would be wrong
+                from colmed.core.errors import InputError
+
+                raise InputError(f"index {spec.target} was built over another copy or split of {dataset.name} "
+                                 f"(dataset fingerprint {str(manifest.dataset.get('fingerprint'))[:12]}, this "
+                                 f"one {dataset.fingerprint[:12]}); rebuild it with colmed index", field="retriever")
+            reason = f"index {spec.target} was built over {built_over}, not this copy of {dataset.name}"
             return None, {"status": "not applicable", "reason": reason}
         index_dir = Path(spec.target)
         index_key = None  # the identity already names the index (resolved path, manifest)
@@ -115,7 +121,7 @@ def get_run(spec: "RetrieverSpec", dataset, config: "BenchmarkConfig", cache_dir
         index_base.build_index(spec.kind, dataset, index_dir, **build_options(spec, config))
         built = True
     manifest = index_base.IndexManifest.read(index_dir)
-    load_opts = {"device": config.device} if spec.kind in ("dense", "colbert") else {}
+    load_opts = {"device": config.device} if family in ("dense", "colbert") else {}
     retriever = index_base.load_index(index_dir, **load_opts, **search_options)
     log(f"{dataset.name}: searching {len(dataset.queries):,} queries with {spec.name}")
     t0 = time.perf_counter()

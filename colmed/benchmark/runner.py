@@ -20,7 +20,7 @@ from colmed.benchmark.datasets import dataset_names, dataset_search_options, loa
 from colmed.benchmark.result import (BaselineTest, BenchmarkResult, DatasetResult, RetrieverInfo,
                                      RetrieverOnDataset, SkippedDataset)
 from colmed.benchmark.spec import BenchmarkConfig, RetrieverSpec
-from colmed.core.errors import ColmedError
+from colmed.core.errors import ColmedError, InputError
 
 
 def evaluate_dataset(dataset, runs: dict[str, dict], baseline: str | None, config: BenchmarkConfig,
@@ -56,6 +56,19 @@ def evaluate_dataset(dataset, runs: dict[str, dict], baseline: str | None, confi
 def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr) -> BenchmarkResult:
     """Run every retriever on every loadable dataset, write the reports into ``config.out``
     (:func:`colmed.benchmark.report.write_reports`) and return the result."""
+    from colmed.core.io import check_output_path, output_kind, output_lock
+
+    out = check_output_path(config.out, inputs=[config.data_dir if config.data_dir and Path(config.data_dir).exists()
+                                                else None])
+    found = output_kind(out)
+    if found not in (None, "benchmark"):
+        raise InputError(f"holds a colmed {found} output; a benchmark writes its own folder", path=config.out,
+                         field="out")
+    with output_lock(out):  # one benchmark per folder: two would interleave their cache and reports
+        return _run_benchmark(config, log)
+
+
+def _run_benchmark(config: BenchmarkConfig, log: Callable[[str], None]) -> BenchmarkResult:
     from colmed.benchmark.report import write_reports
     from colmed.eval.evaluation import resolve_self_hits
     from colmed.eval.protocol import protocol_record
@@ -105,10 +118,29 @@ def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr)
         protocol["warnings"] = ds.warnings
         protocol["colbert_query_maxlen"] = dataset_search_options("colbert", ds.name).get("query_maxlen")
         result.datasets[ds.name] = DatasetResult(ds.name, protocol, cells)
+    _refuse_unused_indexes(specs, result)
+    if not result.datasets:
+        # a benchmark of nothing is a failed run, not an empty report
+        raise InputError("no dataset could be evaluated (" + "; ".join(f"{k.dataset}: {k.reason}" for k in result.skipped)
+                         + ")", field="datasets")
     result.published = _published_rows(specs, result) if config.check_published else None
     result.seconds = round(time.perf_counter() - started, 2)
     write_reports(result)
     return result
+
+
+def _refuse_unused_indexes(specs: list[RetrieverSpec], result: BenchmarkResult) -> None:
+    """An ``index:DIR`` retriever whose index matches none of the evaluated datasets is a mistake, not a skip."""
+    from colmed.core.errors import InputError
+
+    loaded = [*result.datasets, *(k.dataset for k in result.skipped if k.reason == "no retriever applies")]
+    for s in specs:
+        if s.kind == "index" and loaded and not any(
+                (c := ds.retrievers.get(s.name)) is not None and c.applicable for ds in result.datasets.values()):
+            built_over = s.index_manifest().dataset.get("name") or "an unrecorded dataset"
+            raise InputError(f"index {s.target} was built over {built_over}, which is none of the datasets "
+                             f"evaluated ({', '.join(loaded)}); benchmark it on the dataset it was built from",
+                             field="retriever")
 
 
 def _published_rows(specs: list[RetrieverSpec], result: BenchmarkResult) -> list[dict]:

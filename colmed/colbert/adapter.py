@@ -1,4 +1,10 @@
-"""The one place colmed calls colbert-ai: training, PLAID indexing and PLAID search, in-process.
+"""The one place colmed calls colbert-ai: PLAID indexing and PLAID search, in-process.
+
+colbert-ai is colmed's PLAID engine (k-means, residual compression, IVF, candidate generation and
+scoring). Training is sentence-transformers' (:mod:`colmed.colbert.training`), and a
+sentence-transformers ``MultiVectorEncoder`` encodes documents and queries for its own indexes: the
+embeddings are handed to colbert-ai (:class:`_EncoderCheckpoint` stands in for colbert-ai's model).
+colbert-ai still encodes with its own model for colbert-ai/Stanford checkpoints.
 
 Every call here
 
@@ -9,7 +15,7 @@ Every call here
 * gives colbert-ai a private scratch ``root`` so it never writes ``experiments/`` into the working dir,
 * restores ``CUDA_VISIBLE_DEVICES``, which colbert-ai's in-process launcher overwrites.
 
-Higher layers (:mod:`colmed.colbert.training`, :mod:`colmed.indexes.plaid`) speak plain Python types.
+Higher layers (:mod:`colmed.indexes.plaid`) speak plain Python types.
 
 Example (not run as a doctest: it needs a trained ColBERT checkpoint and colbert-ai's C++ extensions,
 compiled once in ~2.5 min; ``tests/test_colbert.py`` runs this path on a tiny model):
@@ -49,9 +55,6 @@ from colmed.core.errors import InputError
 #   ``'HF_ColBERT' object has no attribute 'all_tied_weights_keys'``. :func:`apply_compat` wraps
 #   colbert-ai's ``class_factory`` so the class it builds routes its first ``init_weights()`` through
 #   ``post_init()``.
-# * **DDP without a process group.** colbert-ai's training loop always wraps the model in
-#   ``DistributedDataParallel``, which fails on CPU (and in any process without ``torch.distributed``
-#   initialised). :func:`single_process_ddp` swaps in a pass-through wrapper for the duration of one run.
 # * **C++ extensions compile once.** colbert-ai compiles its CPU kernels with ``torch.utils.cpp_extension``
 #   on first use (~2.5 min on 2 cores); :func:`torch_extensions_dir` pins one cache directory.
 # * **Git metadata.** colbert-ai stamps saved configs with git details of the working directory and
@@ -167,34 +170,6 @@ def apply_compat() -> None:
     _APPLIED = True
 
 
-class _SingleProcessWrapper(torch.nn.Module):
-    """Stands in for ``DistributedDataParallel`` with one process: forwards to ``.module`` unchanged."""
-
-    def __init__(self, module: torch.nn.Module, *args, **kwargs):
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def single_process_ddp() -> Iterator[None]:
-    """Within the block, ``torch.nn.parallel.DistributedDataParallel`` is a pass-through wrapper.
-
-    Only done when no process group is initialised: with one there is real DDP to keep.
-    """
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        yield
-        return
-    original = torch.nn.parallel.DistributedDataParallel
-    torch.nn.parallel.DistributedDataParallel = _SingleProcessWrapper
-    try:
-        yield
-    finally:
-        torch.nn.parallel.DistributedDataParallel = original
-
-
 @contextlib.contextmanager
 def reuse_sample_embeddings() -> Iterator[dict[str, int]]:
     """Within the block, encoding the same passage list twice in a row reuses the first result.
@@ -297,66 +272,6 @@ def _quiet(log: io.TextIOBase | None, stderr: bool = False) -> Iterator[None]:
         if stderr:
             stack.enter_context(contextlib.redirect_stderr(sink))
         yield
-
-
-# --------------------------------------------------------------------------------------------- training
-
-
-@dataclass
-class ColbertTrainingData:
-    """Training data in colbert-ai's in-memory shapes (pids are list positions, qids dict keys)."""
-
-    examples: list[list]          # [qid, pid, pid, ...] or [qid, [pid, score], ...] when distilling
-    queries: dict[int, str]
-    collection: list[str]
-
-
-def train(data: ColbertTrainingData, base: str, save_dir: Path, *, settings: dict[str, Any], scratch: Path,
-          on_step: Callable[[int, float], None] | None = None, log: io.TextIOBase | None = None) -> Path:
-    """Train with colbert-ai's own training loop; return the folder of the final checkpoint.
-
-    ``settings`` are ColBERTConfig fields (bsize, lr, maxsteps, nway, dim, doc_maxlen, query_maxlen,
-    use_ib_negatives, warmup, ignore_scores, distillation_alpha ...). ``on_step(step, loss)`` receives the
-    loss of every batch.
-    """
-    with _colbert_run(scratch) as run_config:
-        import colbert.training.training as colbert_training
-        from colbert.infra import ColBERTConfig
-        from colbert.infra.launcher import Launcher
-
-        config = ColBERTConfig(checkpoint=str(base), nranks=1, avoid_fork_if_possible=True, **settings)
-        save_dir = Path(save_dir)
-        original_manage = colbert_training.manage_checkpoints
-
-        def manage_checkpoints(args, colbert, optimizer, batch_idx, savepath=None, consumed_all_triples=False):
-            # Upstream saves under Run().path_, which asserts the entry script ends in .py (the `colmed`
-            # console script does not); saving into our own folder also keeps the output atomic.
-            return original_manage(args, colbert, optimizer, batch_idx, savepath=str(save_dir),
-                                   consumed_all_triples=consumed_all_triples)
-
-        state = {"ema": None}
-        original_print = colbert_training.print_message
-
-        def print_message(*args, **kwargs):
-            # The loop logs `print_message(batch_idx, train_loss)` where train_loss is an EMA
-            # (mu=0.999, seeded with the first batch's loss); invert it to recover each batch's own loss.
-            if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], float):
-                step, ema = args
-                prev = state["ema"]
-                loss = ema if prev is None else (ema - 0.999 * prev) / 0.001
-                state["ema"] = ema
-                if on_step is not None:
-                    on_step(step, loss)
-            return original_print(*args, **kwargs)
-
-        launcher = Launcher(colbert_training.train, run_config)
-        with _quiet(log), single_process_ddp(), \
-                _patched(colbert_training, "manage_checkpoints", manage_checkpoints), \
-                _patched(colbert_training, "print_message", print_message):
-            path = launcher.launch_without_fork(config, data.examples, data.queries, data.collection)
-    if not path or not Path(path).is_dir():
-        raise RuntimeError(f"colbert-ai training returned no checkpoint (got {path!r})")
-    return Path(path)
 
 
 # --------------------------------------------------------------------------------------------- indexing
@@ -528,4 +443,4 @@ def colbert_version() -> str:
         return "unknown"
 
 
-__all__ = ["ColbertTrainingData", "PlaidSearcher", "build_plaid", "colbert_version", "resolve_device", "train"]
+__all__ = ["PlaidSearcher", "build_plaid", "colbert_version", "resolve_device"]

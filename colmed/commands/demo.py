@@ -14,11 +14,11 @@ def command(out, dataset, model):
 
     Writes indexes/, runs/, report.md, comparison.json and comparison.png under --out.
     """
-    from colmed.commands._common import quiet_libraries
+    from colmed.commands._common import info, quiet_libraries
     from colmed.demo import run_demo
     from colmed.eval.report import print_table
 
     quiet_libraries()
-    comparison = run_demo(out, dataset=dataset, model=model, echo=lambda m: click.echo(m, err=True))
+    comparison = run_demo(out, dataset=dataset, model=model, echo=info)
     print_table(comparison, title=f"{comparison.dataset}: BM25 vs all-MiniLM-L6-v2")
     click.echo(f"report: {out}/report.md, plot: {out}/comparison.png")

@@ -49,10 +49,12 @@ def command(kind, dataset, split, model, out, overwrite, index_type, query_promp
     colmed index --retriever bm25 --k1 0.9 --b 0.4 --method robertson --dataset ... --out idx/nf-bm25-anserini
     colmed index --retriever dense --dataset BeIR/nfcorpus --model BAAI/bge-small-en-v1.5 --out idx/nf-bge
     colmed index --retriever colbert --dataset ../shared/beir/nfcorpus --model ckpt/ --nbits 2 --out idx/nf-plaid
+
+    Benchmark an index as built (no re-encoding): colmed benchmark --retriever NAME=index:DIR --dataset ...
     """
     from pathlib import Path
 
-    from colmed.commands._common import info, quiet_libraries
+    from colmed.commands._common import info, progress_wanted, quiet_libraries
     from colmed.core.errors import InputError
 
     quiet_libraries()
@@ -79,7 +81,8 @@ def command(kind, dataset, split, model, out, overwrite, index_type, query_promp
     from colmed.indexes.base import build_index
 
     ds = load_dataset(dataset, split=split)
-    options = {"bm25": dict(k1=k1, b=b, method=method, stopwords=_none_word(stopwords), stemmer=_none_word(stemmer)),
+    options = {"bm25": dict(k1=k1, b=b, method=method, stopwords=_none_word(stopwords), stemmer=_none_word(stemmer),
+                            progress=progress_wanted()),
                "dense": dict(model=model, index_type=index_type, query_prompt=query_prompt,
                              document_prompt=document_prompt, batch_size=batch_size, device=device,
                              max_seq_length=max_seq_length),

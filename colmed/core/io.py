@@ -233,6 +233,33 @@ def _remove_crash_litter(out: Path) -> None:
         _remove(old)
 
 
+_TEMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # atomic_write's mkstemp names
+
+
+def remove_temp_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Remove :func:`atomic_write` temp files a killed writer left in ``folder``; returns what was removed.
+
+    Only for a folder whose writer lock the caller holds (no live writer can own them).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / ".state.json.ab12cd_9.tmp").write_text("{")
+        >>> _ = (d / "notes.tmp").write_text("mine")
+        >>> [p.name for p in remove_temp_files(d)], sorted(p.name for p in d.iterdir())
+        (['.state.json.ab12cd_9.tmp'], ['notes.tmp'])
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in (folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"))
+             if _TEMP_FILE.match(p.name) and p.is_file() and not p.is_symlink()]
+    for p in found:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    return found
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

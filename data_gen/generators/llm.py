@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+from colmed.core.errors import ColmedError
 from colmed.data_gen.generators.base import GeneratedQuery, GenerationResult, passage_rng
 from colmed.data_gen.notes import Passage
 from colmed.data_gen.parsing import LLMOutputError, parse_queries
@@ -66,6 +67,8 @@ class LLMQueryGenerator:
                     conversations, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                     seed=self.seed + attempt, json_schema=self.template.json_schema(self.queries_per_passage),
                     assistant_prefix=prefix)
+            except ColmedError:
+                raise  # the backend gave up on the endpoint itself: stop (resumable) rather than reject everything
             except Exception as e:  # a backend failure must not kill a long run; every passage is retried
                 result.count("backend_errors")
                 for p in pending:
