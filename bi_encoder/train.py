@@ -84,7 +84,9 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
     if not config.out:
         raise InputError("no output directory given", field="out")
     out = Path(config.out)
-    check_output(out, overwrite, kind="model", inputs=[config.triplets, config.base_model if Path(config.base_model).exists() else None])  # before hours of training, not after
+    # before hours of training, not after
+    check_output(out, overwrite, kind="model",
+                 inputs=[config.triplets, config.base_model if Path(config.base_model).exists() else None])
     ckpt_dir = config.checkpoints_path
     last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite,
                                               find_last=get_last_checkpoint)

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from colmed.core.io import atomic_directory, write_json
+from colmed.core.errors import InputError
+from colmed.core.io import atomic_directory, check_output, write_json
 from colmed.data.triplets import TripletRecord
 
 
@@ -93,6 +94,11 @@ def build_labelled_triplets(dataset_path: str, out: str | Path, split: str = "tr
     from colmed.data_gen.pipeline import GENERATION_PACKAGES, export_all, write_outputs
     from colmed.data.datasets import load_dataset
 
+    if negatives < 0:
+        raise InputError(f"must be 0 or more, got {negatives}", field="num_negatives")
+    if not 0 <= dev_fraction < 1:
+        raise InputError(f"must be in [0, 1), got {dev_fraction}", field="dev_fraction")
+    check_output(out, overwrite, kind="triplets", inputs=[dataset_path if Path(dataset_path).exists() else None])
     t0 = time.perf_counter()
     ds = load_dataset(dataset_path, split=split)
     records, counts = labelled_records(ds, num_negatives=negatives, dev_fraction=dev_fraction, seed=seed,

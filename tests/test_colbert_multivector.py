@@ -151,3 +151,27 @@ def test_resume_continues_the_interrupted_run(trained, tmp_path, tiny_bert_dir):
     # The untrained dev figures come from the first run (the resumed run never saw the untrained model).
     assert resumed["metrics"]["base_dev"] == first["metrics"]["base_dev"]
     assert [h["step"] for h in resumed["metrics"]["dev_history"]] == [2, 4]
+
+
+def test_distillation_trains_on_teacher_scores(tmp_path, tiny_bert_dir):
+    from colmed.colbert.training import ColbertTrainingConfig, train_colbert
+
+    triplets = tmp_path / "t.jsonl"
+    records = [json.loads(line) for line in _triplets(tmp_path / "plain.jsonl", 8).read_text().splitlines()]
+    with open(triplets, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps({**rec, "split": "train", "teacher_scores": [4.0, -1.0, 0.5]}) + "\n")
+    config = ColbertTrainingConfig(base_model=tiny_bert_dir, triplets=str(triplets), out=str(tmp_path / "kd"),
+                                   batch_size=4, max_steps=2, dim=16, distill=True, dev=None, logging_steps=1,
+                                   learning_rate=1e-3)
+    manifest = train_colbert(config, progress=False)
+    assert manifest["loss"]["name"] == "distill_kl" and not manifest["loss"]["in_batch_negatives"]
+    assert manifest["steps"] == 2 and all(loss >= -1e-6 for _, loss in manifest["loss_curve"])
+    start = colbert_from_base(tiny_bert_dir, 16, pca_texts=PASSAGES)
+    assert not torch.allclose(encode_documents(load_colbert(tmp_path / "kd"), PASSAGES[:1])[0],
+                              encode_documents(start, PASSAGES[:1])[0])
+    # A record without teacher scores is named.
+    with open(triplets, "a", encoding="utf-8") as f:
+        f.write(json.dumps({**records[0], "query_id": "bare", "split": "train"}) + "\n")
+    with pytest.raises(InputError, match=r"t\.jsonl: field 'teacher_scores': .*query 'bare' has 0"):
+        train_colbert(ColbertTrainingConfig(**{**config.to_dict(), "out": str(tmp_path / "kd2")}), progress=False)

@@ -18,6 +18,14 @@ from colmed.data.runs import read_trec, top_k, trec_eval_order, write_trec
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
+
+@pytest.fixture(autouse=True)
+def normal_verbosity(monkeypatch):
+    """``--quiet``/``--verbose`` set COLMED_VERBOSITY for the whole process (stages run as subprocesses
+    inherit it); each test starts at, and leaves, the default."""
+    monkeypatch.setenv("COLMED_VERBOSITY", "normal")
+
+
 TREC_EVAL_MEASURES = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "map@100": "map_cut_100"}
 
 
@@ -231,8 +239,7 @@ def test_bm25_built_from_python_prints_no_bars_and_no_bm25s_debug_lines(tmp_path
     assert "Split strings" in asked and "BM25S Compute Scores" in asked  # progress=True: bm25s' own bars
 
 
-def test_quiet_silences_benchmark_status_lines(tmp_path, sample_dataset_dir, monkeypatch):
-    monkeypatch.setenv("COLMED_VERBOSITY", "normal")  # --quiet below sets it for this process; restored after
+def test_quiet_silences_benchmark_status_lines(tmp_path, sample_dataset_dir):
     args = ["benchmark", "--retriever", "bm25", "--dataset", sample_dataset_dir, "--out", tmp_path / "b"]
     loud = invoke(*args).output
     assert "sample_medical: searching 18 queries with bm25" in loud
@@ -243,8 +250,7 @@ def test_quiet_silences_benchmark_status_lines(tmp_path, sample_dataset_dir, mon
 # --- caches reused: a prebuilt index is benchmarked as index:DIR, only on the data it was built over ---
 
 
-def test_benchmark_reuses_an_index_built_by_colmed_index(tmp_path, sample_dataset_dir, monkeypatch):
-    monkeypatch.setenv("COLMED_VERBOSITY", "normal")
+def test_benchmark_reuses_an_index_built_by_colmed_index(tmp_path, sample_dataset_dir):
     idx = tmp_path / "idx"
     invoke("index", "--retriever", "bm25", "--dataset", sample_dataset_dir, "--out", idx)
     before = {p: p.stat().st_mtime_ns for p in idx.rglob("*")}
@@ -283,8 +289,7 @@ def test_benchmark_refuses_an_index_of_none_of_its_datasets(tmp_path, sample_dat
 # --- small messages -------------------------------------------------------------------------------
 
 
-def test_a_mistyped_local_path_says_no_such_folder_not_hub(tmp_path, sample_dataset_dir, monkeypatch):
-    monkeypatch.setenv("COLMED_VERBOSITY", "normal")
+def test_a_mistyped_local_path_says_no_such_folder_not_hub(tmp_path, sample_dataset_dir):
     r = invoke("index", "--retriever", "bm25", "--dataset", "../shared/beir/nfcorpsu", "--out", tmp_path / "i",
                expect=2)
     assert r.output.strip() == "error: ../shared/beir/nfcorpsu: no such file or folder", r.output
@@ -315,3 +320,13 @@ def test_training_pins_memory_only_with_a_gpu(tmp_path):
 
     args = training_arguments(BiEncoderTrainingConfig(batch_size=8), tmp_path / "unused", num_rows=16)
     assert args.dataloader_pin_memory == torch.cuda.is_available()  # torch warns on CPU for every dataloader
+
+
+def test_a_tuned_bm25_is_not_checked_against_figures_of_the_default_bm25(tmp_path, sample_dataset_dir):
+    idx = tmp_path / "idx"
+    invoke("--quiet", "index", "--retriever", "bm25", "--k1", "0.9", "--b", "0.4", "--dataset", sample_dataset_dir,
+           "--out", idx)
+    out = invoke("--quiet", "benchmark", "--retriever", f"tuned=index:{idx}", "--dataset", sample_dataset_dir,
+                 "--check-published", "--out", tmp_path / "b").output
+    row = next(ln for ln in out.splitlines() if ln.startswith("published tuned / sample_medical"))
+    assert "no verified published figure: not a reference retriever" in row, out

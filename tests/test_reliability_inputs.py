@@ -395,6 +395,15 @@ CASES = [
      ["study.yaml", "field 'data.num_notes'"]),
     ("train YAML epochs: many", lambda t, d, i: _train_yaml(t, "epochs: many\n"),
      ["train.yaml", "field 'epochs'"]),
+    ("train bi-encoder --batch-size 0", lambda t, d, i: ["train", "bi-encoder", "--triplets", t / "t", "--base", "m",
+                                                         "--out", t / "model", "--batch-size", "0"],
+     ["field 'batch_size'", "got 0"]),
+    ("generate --labelled --negatives -3", lambda t, d, i: ["generate", "--labelled", d, "--out", t / "triplets",
+                                                          "--negatives", "-3", "--no-progress"],
+     ["field 'num_negatives'", "-3"]),
+    ("benchmark --batch-size 0", lambda t, d, i: ["benchmark", "--retriever", "bm25=bm25", "--dataset", d,
+                                                  "--batch-size", "0", "--out", t / "bench"],
+     ["field 'batch_size'", "got 0"]),
 ]
 
 

@@ -116,6 +116,19 @@ class BenchmarkConfig:
         given = {k: v for k, v in overrides.items() if v is not None and v != () and v != []}
         return from_yaml(cls, path, given)
 
+    def validate(self) -> "BenchmarkConfig":
+        """Refuse settings that cannot work (one line naming the field), before any dataset is read."""
+        for name in ("k", "batch_size", "bootstrap_resamples"):
+            if getattr(self, name) < 1:
+                raise InputError(f"must be at least 1, got {getattr(self, name)}", field=name)
+        for name in ("confidence", "max_p"):
+            if not 0 < getattr(self, name) < 1:
+                raise InputError(f"must be between 0 and 1, got {getattr(self, name)}", field=name)
+        from colmed.eval.compare import check_metrics
+
+        check_metrics(self.metrics)
+        return self
+
     def retriever_specs(self) -> list[RetrieverSpec]:
         specs = [RetrieverSpec.parse(r) for r in self.retrievers]
         if not specs:

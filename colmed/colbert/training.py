@@ -59,7 +59,9 @@ class ColbertTrainingConfig:
     has, plus one. ``max_query_length``/``max_doc_length`` and ``dim`` shape a ColBERT built from a
     plain model (they become the saved model's conventions; ``dim`` of the base hidden size means no
     projection, smaller means a PCA-initialised projection over ``pca_passages`` training passages); a
-    ColBERT checkpoint keeps its own.
+    ColBERT checkpoint keeps its own. ``distill`` trains on the records' ``teacher_scores`` (KL divergence
+    between the teacher's and the model's score distributions over the positive and the nway-1
+    negatives, no in-batch negatives) instead of ``loss``.
 
     Example:
         >>> cfg = ColbertTrainingConfig(base_model="m", batch_size=16, max_steps=200, warmup_ratio=0.1)
@@ -80,6 +82,7 @@ class ColbertTrainingConfig:
     temperature: float = 1.0
     loss: Literal["mnrl", "cached_mnrl"] = "mnrl"
     mini_batch_size: int = 32
+    distill: bool = False
     max_doc_length: int = 256
     max_query_length: int = 32
     dim: int | None = None
@@ -227,16 +230,52 @@ class MaxSimRetrievalEvaluator(BaseEvaluator):
 
 
 def build_loss(model, config: ColbertTrainingConfig):
-    """MaxSim MNRL (in-batch + mined negatives) or its cached (GradCache) form; gathered across processes."""
+    """MaxSim MNRL (in-batch + mined negatives) or its cached (GradCache) form, gathered across processes;
+    with ``distill``, KL divergence to the teacher scores."""
     from sentence_transformers.multi_vector_encoder import losses
 
     from colmed.bi_encoder.train import _world_size
 
+    if config.distill:
+        return losses.MultiVectorDistillKLDivLoss(model, temperature=config.temperature)
     gather = _world_size() > 1
     if config.loss == "cached_mnrl":
         return losses.CachedMultiVectorMultipleNegativesRankingLoss(
             model, scale=config.scale, mini_batch_size=config.mini_batch_size, gather_across_devices=gather)
     return losses.MultiVectorMultipleNegativesRankingLoss(model, scale=config.scale, gather_across_devices=gather)
+
+
+def with_teacher_scores(train, path: str | Path, nway: int, split: str = "train"):
+    """``train`` (the shared anchor/positive/negative_i columns) plus a ``label`` column of ``nway`` teacher
+    scores per row, positive first: what the distillation loss reads. Every row needs them.
+
+    The rows are matched to the file's usable records in order, as :class:`TripletTrainingData` builds them.
+    """
+    from colmed.data.triplets import read_triplets
+
+    file = triplets_file(path)
+    scores: list[list[float]] = []
+    positives: list[str] = []
+    for record in read_triplets(file):
+        if record.split != split or not record.query.strip() or not record.positive.strip():
+            continue
+        usable = [i for i, t in zip(record.negative_ids, record.negatives)
+                  if i != record.positive_id and t.strip() and t != record.positive]
+        if len(usable) < nway - 1:
+            continue
+        if not record.teacher_scores or len(record.teacher_scores) < nway:
+            raise InputError(f"--distill needs {nway} teacher scores per record (positive first, then negatives); "
+                             f"query {record.query_id!r} has {len(record.teacher_scores or [])}", path=file,
+                             field="teacher_scores")
+        if len(usable) != len(record.negatives):
+            raise InputError(f"query {record.query_id!r}: a negative equals the positive, so its teacher scores "
+                             "no longer line up; remove it from the record", path=file, field="negatives")
+        scores.append([float(x) for x in record.teacher_scores[:nway]])
+        positives.append(record.positive)
+    if len(scores) != len(train) or positives != train["positive"]:
+        raise InputError(f"{len(scores)} records with teacher scores for {len(train)} training rows "
+                         "(--distill does not combine with max_train_samples)", path=file, field="teacher_scores")
+    return train.add_column("label", scores)
 
 
 def _dev_set(config: ColbertTrainingConfig, data) -> RetrievalDataset | None:
@@ -258,7 +297,7 @@ def _dev_set(config: ColbertTrainingConfig, data) -> RetrievalDataset | None:
 def _pca_sample(train, limit: int) -> list[str]:
     """The first ``limit`` distinct passages (positives, then negatives) of the training rows."""
     seen: dict[str, None] = {}
-    for column in [c for c in train.column_names if c != "anchor"]:
+    for column in [c for c in train.column_names if c == "positive" or c.startswith("negative_")]:
         for text in train[column]:
             seen.setdefault(text)
             if len(seen) >= limit:
@@ -284,7 +323,9 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
 
     config.validate()
     out = Path(config.out)
-    check_output(out, overwrite, kind="model", inputs=[config.triplets, config.base_model if Path(config.base_model).exists() else None])  # before hours of training, not after
+    # before hours of training, not after
+    check_output(out, overwrite, kind="model",
+                 inputs=[config.triplets, config.base_model if Path(config.base_model).exists() else None])
     ckpt_dir = config.checkpoints_path
     last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite,
                                               find_last=get_last_checkpoint)
@@ -294,6 +335,8 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
     data = TripletTrainingData.from_path(config.triplets, num_negatives=nway - 1,
                                          max_train_samples=config.max_train_samples, seed=config.seed)
     train = data.train
+    if config.distill:
+        train = with_teacher_scores(train, config.triplets, nway, config.split)
     if len(train) < config.batch_size:
         raise InputError(f"only {len(train)} usable triplets, fewer than one batch (batch_size={config.batch_size}); "
                          f"lower --batch-size", path=data.source.get("path"))
@@ -337,8 +380,9 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
             base_model=config.base_model,
             conventions=conventions(model),
             start_conventions=start_conventions,
-            loss={"name": config.loss, "scale": config.scale, "temperature": config.temperature,
-                  "negatives_per_query": nway - 1, "in_batch_negatives": True},
+            loss={"name": "distill_kl" if config.distill else config.loss, "scale": config.scale,
+                  "temperature": config.temperature, "negatives_per_query": nway - 1,
+                  "in_batch_negatives": not config.distill},
             precision=precision,
             data={**data.source, "stats": data.stats, "examples": len(train)},
             metrics={"base_dev": base_dev, "best_dev": trainer.state.best_metric,

@@ -39,6 +39,8 @@ OLD_SPELLINGS = {"maxsteps": "max_steps", "bsize": "batch_size", "lr": "learning
 @click.option("--loss", type=click.Choice(["mnrl", "cached_mnrl"]), default=None,
               help="mnrl, or cached_mnrl (GradCache) for big batches on small GPUs [mnrl].")
 @click.option("--mini-batch-size", type=int, default=None, help="cached_mnrl: sub-batch size [32].")
+@click.option("--distill/--no-distill", default=None,
+              help="Distil the records' teacher_scores (KL divergence) instead of --loss [off].")
 @click.option("--max-doc-length", type=int, default=None, help="Document tokens, for a model built from a base [256].")
 @click.option("--max-query-length", type=int, default=None, help="Query tokens, for a model built from a base [32].")
 @click.option("--dim", type=int, default=None,
