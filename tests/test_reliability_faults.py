@@ -256,3 +256,55 @@ def test_study_recovers_a_finished_stage_without_its_marker_and_a_late_setting_a
     assert _study(ref_config, "--set", "seed=5", "--set", "data.negatives=1").returncode == 0
     _assert_same_outputs(out / "stages" / "triplets", ref_out / "stages" / "triplets")
     assert len(parts_before) >= 20
+
+
+# ------------------------------------------------------------------ index
+
+@pytest.fixture(scope="module")
+def big_dataset(tmp_path_factory, sample_dataset_dir) -> Path:
+    """The sample dataset with its corpus grown to 20,000 documents (distinct ids and texts), so a BM25 build
+    lasts long enough to be killed mid-way."""
+    import shutil
+
+    ds = tmp_path_factory.mktemp("big") / "ds"
+    shutil.copytree(sample_dataset_dir, ds)
+    docs = [json.loads(line) for line in (ds / "corpus.jsonl").read_text().splitlines() if line.strip()]
+    with open(ds / "corpus.jsonl", "a", encoding="utf-8") as f:
+        for i in range(20_000 - len(docs)):
+            d = docs[i % len(docs)]
+            f.write(json.dumps({"_id": f"extra-{i}", "title": d["title"], "text": f"{d['text']} Copy {i}."}) + "\n")
+    return ds
+
+
+def _index_args(ds: Path, out: Path) -> list[str]:
+    return _colmed("index", "--retriever", "bm25", "--dataset", ds, "--out", out)
+
+
+def _building(folder: Path, name: str) -> list[Path]:
+    return [p for p in folder.glob(f".{name}.*.building") if p.is_dir()]
+
+
+def test_index_killed_mid_build_leaves_nothing_and_the_rebuild_is_byte_identical(big_dataset, tmp_path):
+    ref = tmp_path / "ref"
+    assert subprocess.run(_index_args(big_dataset, ref), cwd=ROOT, env=ENV).returncode == 0
+    out = tmp_path / "idx"
+    points = [("SIGKILL once the temp folder exists", signal.SIGKILL, lambda: bool(_building(tmp_path, "idx"))),
+              ("SIGTERM once docs.jsonl is written", signal.SIGTERM,
+               lambda: any((b / "docs.jsonl").exists() for b in _building(tmp_path, "idx")))]
+    killed = []
+    for name, sig, ready in points:
+        if _kill_when(_index_args(big_dataset, out), ready, sig):
+            killed.append(name)
+            assert not out.exists(), name
+            left = set(_litter(tmp_path, "idx"))
+            # SIGKILL leaves the dead writer's temp folder and lock (removed by the next run); SIGTERM nothing
+            assert left == set() if sig == signal.SIGTERM else all(
+                n == ".idx.lock" or n.endswith(".building") for n in left), (name, left)
+    assert killed, "the build finished before it could be killed"
+    done = subprocess.run(_index_args(big_dataset, out), cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "ref"], "litter beside the index"
+    got, want = (json.loads((p / "manifest.json").read_text()) for p in (out, ref))
+    assert got["files"] == want["files"] and got["num_docs"] == want["num_docs"] == 20_000  # sizes and sha256
+    verify = subprocess.run(_colmed("index", "--verify", out), cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
