@@ -138,11 +138,11 @@ def train_dense(config=None, *, resume: bool = False, overwrite: bool = False, *
     return train_bi_encoder(_config(BiEncoderTrainingConfig, config, settings), resume=resume, overwrite=overwrite)
 
 
-def train_colbert(config=None, *, overwrite: bool = False, **settings):
-    """Fine-tune a ColBERT model on colmed triplets (``colmed train colbert``); returns its manifest."""
+def train_colbert(config=None, *, resume: bool = False, overwrite: bool = False, **settings):
+    """Fine-tune a ColBERT (sentence-transformers MultiVectorEncoder) on colmed triplets (``colmed train colbert``)."""
     from colmed.colbert.training import ColbertTrainingConfig, train_colbert as _train
 
-    return _train(_config(ColbertTrainingConfig, config, settings), overwrite=overwrite)
+    return _train(_config(ColbertTrainingConfig, config, settings), resume=resume, overwrite=overwrite)
 
 
 def _config(cls, config, settings):
