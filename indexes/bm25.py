@@ -48,8 +48,8 @@ class BM25Index:
         """Index ``texts`` (positions align with ``doc_ids``); bm25s' progress bars only with ``show_progress``."""
         bm25s = _bm25s()
         cfg = BM25Settings(**settings)
-        tokens = bm25s.tokenize(texts, stopwords=cfg.stopwords, stemmer=_make_stemmer(cfg.stemmer),
-                                show_progress=show_progress)
+        tokens = _sorted_vocabulary(bm25s.tokenize(texts, stopwords=cfg.stopwords,
+                                                   stemmer=_make_stemmer(cfg.stemmer), show_progress=show_progress))
         retriever = bm25s.BM25(k1=cfg.k1, b=cfg.b, method=cfg.method)
         retriever.index(tokens, show_progress=show_progress)
         return cls(retriever, list(doc_ids), cfg, titles)
@@ -110,6 +110,21 @@ def _bm25s():
     if logging.getLogger("bm25s").level == logging.DEBUG:
         logging.getLogger("bm25s").setLevel(logging.NOTSET)
     return bm25s
+
+
+def _sorted_vocabulary(tokenized):
+    """The same tokens with ids numbered in sorted token order.
+
+    bm25s numbers stemmed tokens in ``set`` order, which changes with ``PYTHONHASHSEED``: two builds of one
+    corpus then rank alike but differ byte for byte. Sorted ids make an index a pure function of its corpus.
+    """
+    from bm25s.tokenization import Tokenized
+
+    order = sorted(tokenized.vocab, key=tokenized.vocab.get)  # tokens by their old id
+    new_id = {tok: i for i, tok in enumerate(sorted(tokenized.vocab))}
+    remap = [new_id[tok] for tok in order]
+    ids = [[remap[i] for i in doc] for doc in tokenized.ids]
+    return Tokenized(ids=ids, vocab={tok: new_id[tok] for tok in sorted(tokenized.vocab)})
 
 
 def _make_stemmer(name: str | None):
