@@ -39,45 +39,24 @@ DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100")
 ranx_scores = score_run
 
 
-class DenseRetrievalEvaluator(BaseEvaluator):
-    """Encode a dev corpus and its queries with the model being trained; report ranx metrics.
+class RetrievalEvaluator(BaseEvaluator):
+    """Dev evaluation for either family: ``retrieve`` the dev queries with the model being trained, score with ranx.
 
-    Args:
-        dataset: the dev queries, corpus and qrels (e.g. :attr:`TripletTrainingData.dev` or a BEIR dev split).
-        query_prompt / document_prompt: prompts used at encoding time ("" for none).
-        name: metric prefix; the trainer logs ``eval_<name>_ndcg@10``.
-        metrics: ranx metric names; the first is the primary one used to pick the best checkpoint.
-        batch_size: encoding batch size.
+    The trainer logs ``eval_<name>_<metric>`` and keeps the best checkpoint by the first metric. Subclasses say
+    how the model retrieves (:class:`DenseRetrievalEvaluator`, ColBERT's exhaustive MaxSim evaluator).
     """
 
-    def __init__(self, dataset: RetrievalDataset, query_prompt: str = "", document_prompt: str = "",
-                 name: str = "dev", metrics: tuple[str, ...] = DEFAULT_METRICS, batch_size: int = 32,
-                 show_progress_bar: bool = False):
+    def __init__(self, dataset: RetrievalDataset, name: str = "dev", metrics: tuple[str, ...] = DEFAULT_METRICS,
+                 batch_size: int = 32):
         super().__init__()
         if not dataset.queries or not dataset.corpus:
             raise ValueError("dev evaluation needs at least one query and one document")
-        self.dataset = dataset
-        self.query_prompt, self.document_prompt = query_prompt, document_prompt
-        self.name = name
-        self.metrics = tuple(metrics)
-        self.batch_size = batch_size
-        self.show_progress_bar = show_progress_bar
+        self.dataset, self.name, self.metrics, self.batch_size = dataset, name, tuple(metrics), batch_size
         self.primary_metric = self.metrics[0]
         self.history: list[dict[str, Any]] = []
 
     def retrieve(self, model) -> dict[str, dict[str, float]]:
-        from colmed.bi_encoder.encoder import DenseEncoder
-        from colmed.indexes.dense import DenseIndex, make_faiss_index
-
-        encoder = DenseEncoder("<model being trained>",
-                               query_prompt=self.query_prompt, document_prompt=self.document_prompt,
-                               batch_size=self.batch_size, model=model)
-        doc_ids = list(self.dataset.corpus)
-        vectors = encoder.encode_documents([self.dataset.corpus[d].full_text for d in doc_ids],
-                                           show_progress=self.show_progress_bar)
-        # The index layer's exact (flat) search: the same search `colmed index --retriever dense` runs.
-        index = DenseIndex(make_faiss_index(vectors, "flat"), doc_ids, encoder)
-        return index.search(self.dataset.queries, k=100)
+        raise NotImplementedError
 
     def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
         was_training = model.training
@@ -95,5 +74,41 @@ class DenseRetrievalEvaluator(BaseEvaluator):
         return metrics
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"queries": len(self.dataset.queries), "documents": len(self.dataset.corpus),
-                "query_prompt": self.query_prompt, "document_prompt": self.document_prompt}
+        return {"queries": len(self.dataset.queries), "documents": len(self.dataset.corpus)}
+
+
+class DenseRetrievalEvaluator(RetrievalEvaluator):
+    """Encode a dev corpus and its queries with the model being trained; report ranx metrics.
+
+    Args:
+        dataset: the dev queries, corpus and qrels (e.g. :attr:`TripletTrainingData.dev` or a BEIR dev split).
+        query_prompt / document_prompt: prompts used at encoding time ("" for none).
+        name: metric prefix; the trainer logs ``eval_<name>_ndcg@10``.
+        metrics: ranx metric names; the first is the primary one used to pick the best checkpoint.
+        batch_size: encoding batch size.
+    """
+
+    def __init__(self, dataset: RetrievalDataset, query_prompt: str = "", document_prompt: str = "",
+                 name: str = "dev", metrics: tuple[str, ...] = DEFAULT_METRICS, batch_size: int = 32,
+                 show_progress_bar: bool = False):
+        super().__init__(dataset, name=name, metrics=metrics, batch_size=batch_size)
+        self.query_prompt, self.document_prompt = query_prompt, document_prompt
+        self.show_progress_bar = show_progress_bar
+
+    def retrieve(self, model) -> dict[str, dict[str, float]]:
+        from colmed.bi_encoder.encoder import DenseEncoder
+        from colmed.indexes.dense import DenseIndex, make_faiss_index
+
+        encoder = DenseEncoder("<model being trained>",
+                               query_prompt=self.query_prompt, document_prompt=self.document_prompt,
+                               batch_size=self.batch_size, model=model)
+        doc_ids = list(self.dataset.corpus)
+        vectors = encoder.encode_documents([self.dataset.corpus[d].full_text for d in doc_ids],
+                                           show_progress=self.show_progress_bar)
+        # The index layer's exact (flat) search: the same search `colmed index --retriever dense` runs.
+        index = DenseIndex(make_faiss_index(vectors, "flat"), doc_ids, encoder)
+        return index.search(self.dataset.queries, k=100)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**super().get_config_dict(), "query_prompt": self.query_prompt,
+                "document_prompt": self.document_prompt}

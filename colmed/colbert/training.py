@@ -37,8 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sentence_transformers.base.evaluation import BaseEvaluator
-
+from colmed.bi_encoder.dev_eval import RetrievalEvaluator
 from colmed.core import config as config_io
 from colmed.core.errors import InputError
 from colmed.core.io import atomic_directory, check_output, write_json
@@ -191,42 +190,24 @@ def auto_nway(path: str | Path, split: str = "train") -> int:
     return 1 + min(counts)
 
 
-class MaxSimRetrievalEvaluator(BaseEvaluator):
+class MaxSimRetrievalEvaluator(RetrievalEvaluator):
     """Dev evaluation for ColBERT: exhaustive MaxSim over the dev corpus with the model being trained, ranx metrics.
 
     The trainer logs ``eval_<name>_ndcg@10`` and keeps the best checkpoint by it, as for the dense family
-    (:class:`colmed.bi_encoder.dev_eval.DenseRetrievalEvaluator`).
+    (:class:`colmed.bi_encoder.dev_eval.DenseRetrievalEvaluator`, which shares everything but ``retrieve``).
     """
 
     def __init__(self, dataset: RetrievalDataset, name: str = "dev",
                  metrics: tuple[str, ...] = ("ndcg@10", "mrr@10", "recall@100"), batch_size: int = 32):
-        super().__init__()
-        if not dataset.queries or not dataset.corpus:
-            raise ValueError("dev evaluation needs at least one query and one document")
-        self.dataset, self.name, self.metrics, self.batch_size = dataset, name, tuple(metrics), batch_size
-        self.primary_metric = self.metrics[0]
-        self.history: list[dict[str, Any]] = []
+        super().__init__(dataset, name=name, metrics=metrics, batch_size=batch_size)
 
-    def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
-        from colmed.bi_encoder.dev_eval import ranx_scores
+    def retrieve(self, model) -> dict[str, dict[str, float]]:
         from colmed.colbert.multivector import ExhaustiveMaxSim
 
-        was_training = model.training
-        model.eval()
-        try:
-            doc_ids = list(self.dataset.corpus)
-            scorer = ExhaustiveMaxSim(model, doc_ids, [self.dataset.corpus[d].full_text for d in doc_ids],
-                                      batch_size=self.batch_size)
-            run = scorer.search(self.dataset.queries, k=100)
-        finally:
-            model.train(was_training)
-        values = ranx_scores(self.dataset.qrels, run, self.metrics)
-        self.history.append({"epoch": epoch, "step": steps, **values})
-        logger.info("dev evaluation (epoch %s, step %s): %s", epoch, steps,
-                    ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
-        metrics = self.prefix_name_to_metrics(values, self.name)
-        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
-        return metrics
+        doc_ids = list(self.dataset.corpus)
+        scorer = ExhaustiveMaxSim(model, doc_ids, [self.dataset.corpus[d].full_text for d in doc_ids],
+                                  batch_size=self.batch_size)
+        return scorer.search(self.dataset.queries, k=100)
 
 
 def build_loss(model, config: ColbertTrainingConfig):
