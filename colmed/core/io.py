@@ -64,33 +64,39 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
     return n
 
 
+def read_text_lines(path: str | Path, missing: str = "file not found") -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` of a UTF-8 text file, 1-based; a missing file or a line that is not
+    UTF-8 is an :class:`InputError` naming the file (and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(missing, path=path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"not valid UTF-8 ({e.reason})", path=path, line=lineno) from None
+
+
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each non-blank line, 1-based.
 
     Raises :class:`InputError` naming the file and line for a missing file, bad UTF-8, bad JSON,
     a line that is not an object, or a missing/empty required field.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", path=path)
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(f"not valid UTF-8 ({e.reason})", path=path, line=lineno) from None
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"malformed JSON ({e.msg})", path=path, line=lineno) from None
-            if not isinstance(rec, dict):
-                raise InputError("expected a JSON object", path=path, line=lineno)
-            for key in required:
-                if key not in rec or rec[key] is None:
-                    raise InputError("missing", path=path, line=lineno, field=key)
-            yield lineno, rec
+    for lineno, line in read_text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"malformed JSON ({e.msg})", path=path, line=lineno) from None
+        if not isinstance(rec, dict):
+            raise InputError("expected a JSON object", path=path, line=lineno)
+        for key in required:
+            if key not in rec or rec[key] is None:
+                raise InputError("missing", path=path, line=lineno, field=key)
+        yield lineno, rec
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

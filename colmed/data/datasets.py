@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Mapping
 
 from colmed.core.errors import InputError
-from colmed.core.io import read_jsonl, sha256_file
+from colmed.core.io import read_jsonl, read_text_lines, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -145,34 +145,28 @@ def _check_id(item_id: str, path, lineno: int) -> None:
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     """Read a BEIR qrels TSV (header ``query-id corpus-id score``; CRLF tolerated)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", path=path)
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise InputError(f"not valid UTF-8 ({e.reason})", path=path, line=lineno) from None
-            row = [c.strip() for c in line.split("\t")]
-            if not any(row):
-                continue
-            if lineno == 1 and row[0].lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(row) == 4:  # TREC qrels: qid iter docid rel
-                row = [row[0], row[2], row[3]]
-            if len(row) != 3:
-                raise InputError(f"expected 3 tab-separated columns, got {len(row)}", path=path, line=lineno)
-            qid, did, score = row
-            try:
-                value = float(score)
-            except ValueError:
-                raise InputError(f"not a number: {score!r}", path=path, line=lineno, field="score") from None
-            if not math.isfinite(value) or value != int(value):
-                raise InputError(f"not a whole-number relevance grade: {score!r}", path=path, line=lineno,
-                                 field="score")
-            rel = int(value)
-            qrels.setdefault(qid, {})[did] = rel
+    for lineno, line in read_text_lines(path):
+        line = line.rstrip("\r\n")
+        row = [c.strip() for c in line.split("\t")]
+        if not any(row):
+            continue
+        if lineno == 1 and row[0].lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(row) == 4:  # TREC qrels: qid iter docid rel
+            row = [row[0], row[2], row[3]]
+        if len(row) != 3:
+            raise InputError(f"expected 3 tab-separated columns, got {len(row)}", path=path, line=lineno)
+        qid, did, score = row
+        try:
+            value = float(score)
+        except ValueError:
+            raise InputError(f"not a number: {score!r}", path=path, line=lineno, field="score") from None
+        if not math.isfinite(value) or value != int(value):
+            raise InputError(f"not a whole-number relevance grade: {score!r}", path=path, line=lineno,
+                             field="score")
+        rel = int(value)
+        qrels.setdefault(qid, {})[did] = rel
     if not qrels:
         raise InputError("no relevance judgements", path=path)
     return qrels

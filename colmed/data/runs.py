@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping
 
 from colmed.core.errors import InputError
-from colmed.core.io import atomic_write
+from colmed.core.io import atomic_write, read_text_lines
 
 Run = dict[str, dict[str, float]]
 
@@ -92,29 +92,22 @@ def write_trec(path: str | Path, run: Mapping[str, Mapping[str, float]], tag: st
 def read_trec(path: str | Path) -> Run:
     """Read a TREC run file; a malformed line is an error naming the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("run file not found", path=path)
     run: Run = {}
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(f"not valid UTF-8 ({e.reason})", path=path, line=lineno) from None
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise InputError(f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}",
-                                 path=path, line=lineno)
-            qid, _, did, _, score, _ = parts
-            try:
-                value = float(score)
-            except ValueError:
-                raise InputError(f"not a number: {score!r}", path=path, line=lineno, field="score") from None
-            if not math.isfinite(value):  # nan/inf would sort arbitrarily and score silently
-                raise InputError(f"not a finite number: {score!r}", path=path, line=lineno, field="score")
-            run.setdefault(qid, {})[did] = value
+    for lineno, line in read_text_lines(path, missing="run file not found"):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise InputError(f"expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}",
+                             path=path, line=lineno)
+        qid, _, did, _, score, _ = parts
+        try:
+            value = float(score)
+        except ValueError:
+            raise InputError(f"not a number: {score!r}", path=path, line=lineno, field="score") from None
+        if not math.isfinite(value):  # nan/inf would sort arbitrarily and score silently
+            raise InputError(f"not a finite number: {score!r}", path=path, line=lineno, field="score")
+        run.setdefault(qid, {})[did] = value
     if not run:
         raise InputError("empty run", path=path)
     return run
