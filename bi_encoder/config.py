@@ -29,19 +29,17 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 
 
 @dataclass
-class BiEncoderTrainingConfig:
-    """Everything that decides a bi-encoder fine-tuning run.
+class TrainingConfig:
+    """The settings both trainer families share: one vocabulary with one meaning, defined once.
 
-    ``temperature`` is the InfoNCE temperature; sentence-transformers' losses take ``scale = 1/temperature``.
-    ``num_negatives`` mined hard negatives per triplet become columns ``negative_1..n`` (records with fewer
-    are skipped and counted). ``dev`` is ``"triplets"`` (the ``split == "dev"`` records) or a local BEIR
-    folder/hub name evaluated on ``dev_split``. ``eval_steps``/``save_steps`` of 0 mean once per epoch.
+    :class:`BiEncoderTrainingConfig` and :class:`~colmed.colbert.training.ColbertTrainingConfig` extend it
+    (each may give a field its own default); each trainer maps these names to its library's own.
+    ``max_steps`` of -1 trains for ``epochs``; ``eval_steps`` of 0 evaluates once per epoch.
     """
 
-    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    base_model: str = ""
     triplets: str = ""
     out: str = ""
-    preset: str | None = None
     epochs: float = 1.0
     max_steps: int = -1
     batch_size: int = 32
@@ -51,12 +49,8 @@ class BiEncoderTrainingConfig:
     temperature: float = 0.05
     loss: Literal["mnrl", "cached_mnrl"] = "mnrl"
     mini_batch_size: int = 32
-    num_negatives: int = 1
-    matryoshka_dims: list[int] | None = None
     max_query_length: int = 128
     max_doc_length: int = 256
-    query_prompt: str | None = None
-    document_prompt: str | None = None
     seed: int = 42
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     dev: str | None = "triplets"
@@ -70,6 +64,24 @@ class BiEncoderTrainingConfig:
     dataloader_workers: int = 0
     keep_checkpoints: bool = False
     checkpoint_dir: str | None = None
+
+
+@dataclass
+class BiEncoderTrainingConfig(TrainingConfig):
+    """Everything that decides a bi-encoder fine-tuning run.
+
+    ``temperature`` is the InfoNCE temperature; sentence-transformers' losses take ``scale = 1/temperature``.
+    ``num_negatives`` mined hard negatives per triplet become columns ``negative_1..n`` (records with fewer
+    are skipped and counted). ``dev`` is ``"triplets"`` (the ``split == "dev"`` records) or a local BEIR
+    folder/hub name evaluated on ``dev_split``. ``eval_steps``/``save_steps`` of 0 mean once per epoch.
+    """
+
+    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    preset: str | None = None
+    num_negatives: int = 1
+    matryoshka_dims: list[int] | None = None
+    query_prompt: str | None = None
+    document_prompt: str | None = None
 
     def __post_init__(self) -> None:
         config.check_types(self)

@@ -35,8 +35,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from colmed.bi_encoder.config import TrainingConfig
 from colmed.bi_encoder.dev_eval import RetrievalEvaluator
 from colmed.core import config as config_io
 from colmed.core.errors import InputError
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ColbertTrainingConfig:
+class ColbertTrainingConfig(TrainingConfig):
     """Settings of one ``colmed train colbert`` run; every field is also a CLI flag and a YAML key.
 
     The names are :class:`~colmed.bi_encoder.config.BiEncoderTrainingConfig`'s (``batch_size``,
@@ -68,38 +69,19 @@ class ColbertTrainingConfig:
         (1.0, 32, 256, None)
     """
 
-    base_model: str = ""
-    triplets: str = ""
-    out: str = ""
-    nway: int | None = None
-    batch_size: int = 32
+    # shared settings (TrainingConfig) whose ColBERT defaults differ
     learning_rate: float = 1e-5
-    epochs: float = 1.0
     max_steps: int = 500
     warmup_ratio: float = 0.0
-    weight_decay: float = 0.01
     temperature: float = 1.0
-    loss: Literal["mnrl", "cached_mnrl"] = "mnrl"
-    mini_batch_size: int = 32
-    distill: bool = False
-    max_doc_length: int = 256
     max_query_length: int = 32
+    seed: int = 12345
+    # ColBERT only
+    nway: int | None = None
+    distill: bool = False
     dim: int | None = None
     pca_passages: int = 2000
     split: str = "train"
-    seed: int = 12345
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    dev: str | None = "triplets"
-    dev_split: str = "dev"
-    dev_max_queries: int | None = 500
-    dev_max_docs: int | None = None
-    eval_steps: int = 0
-    save_total_limit: int = 2
-    logging_steps: int = 10
-    max_train_samples: int | None = None
-    dataloader_workers: int = 0
-    keep_checkpoints: bool = False
-    checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
         config_io.check_types(self)
