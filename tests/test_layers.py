@@ -158,6 +158,10 @@ def test_wheel_installs_nothing_but_colmed(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert top == {"colmed", next(t for t in top if t.endswith(".dist-info"))}, sorted(top)
+    # every module of the source tree ships (a package missing from setup.cfg would only work editable)
+    missing = sorted(m for m, path in MODULES.items()
+                     if m.replace(".", "/") + ("/__init__.py" if path.name == "__init__.py" else ".py") not in names)
+    assert not missing, f"not in the wheel: {missing}"
     for expected in ("colmed/eval/evaluation.py", "colmed/indexes/bm25.py", "colmed/data_gen/pipeline.py",
                      "colmed/bi_encoder/train.py", "colmed/eval/data/published.yaml",
                      "colmed/data_gen/prompts/medembed.yaml", "colmed/bi_encoder/presets/medembed.yaml",
