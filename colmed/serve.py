@@ -39,6 +39,16 @@ FUSION_METHODS = ("rrf",)
 _FUSION_LOCK = threading.Lock()
 
 
+class _Ticket:
+    """One request's queries waiting for a batched search, and its results or error once done."""
+
+    def __init__(self, texts: list[str], k: int):
+        self.texts, self.k = texts, k
+        self.results: list[dict[str, float]] = []
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
 class ServedIndex:
     """One loaded index: its retriever, manifest, id -> title map and the lock its searches take."""
 
@@ -51,6 +61,8 @@ class ServedIndex:
             titles = dict(zip(ids, names))
         self.titles = dict(titles)
         self.lock = threading.Lock()
+        self._queue: list[_Ticket] = []
+        self._queue_lock = threading.Lock()
         self._texts: dict[str, str] | None = None
         self._texts_lock = threading.Lock()
 
@@ -65,11 +77,39 @@ class ServedIndex:
         return cls(name, retriever, manifest, path=index_dir, titles=dict(zip(ids, titles)))
 
     def search(self, texts: list[str], k: int) -> list[dict[str, float]]:
-        """``k`` best ``{doc_id: score}`` per query text, in the order given."""
-        queries = {f"q{i}": t for i, t in enumerate(texts)}
-        with self.lock:
-            run = self.retriever.search(queries, k=k)
-        return [run.get(f"q{i}", {}) for i in range(len(texts))]
+        """``k`` best ``{doc_id: score}`` per query text, in the order given.
+
+        Requests that arrive while a search runs wait in a queue; the next thread to take the lock
+        searches everything queued in one call per ``k`` (one encoder batch instead of many), and each
+        request gets its own queries' results. Nothing waits for a batch to fill.
+        """
+        ticket = _Ticket(texts, k)
+        with self._queue_lock:
+            self._queue.append(ticket)
+        while not ticket.done.is_set():
+            with self.lock:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                if batch:
+                    self._search_batch(batch)
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.results
+
+    def _search_batch(self, batch: list["_Ticket"]) -> None:
+        for k in sorted({t.k for t in batch}):
+            group = [t for t in batch if t.k == k]
+            queries = {f"{j}:{i}": text for j, t in enumerate(group) for i, text in enumerate(t.texts)}
+            try:
+                run = self.retriever.search(queries, k=k)
+            except Exception as e:  # every request of the batch gets the error; the server carries on
+                for t in group:
+                    t.error = e
+                    t.done.set()
+                continue
+            for j, t in enumerate(group):
+                t.results = [run.get(f"{j}:{i}", {}) for i in range(len(t.texts))]
+                t.done.set()
 
     def texts(self) -> dict[str, str]:
         """Document texts (title, then body) from the corpus the index was built from, if it is still on disk.

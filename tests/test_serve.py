@@ -235,3 +235,37 @@ def test_cli_refuses_a_missing_index_with_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "colmed.cli", "serve", "--index", str(tmp_path / "absent")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no manifest.json" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_queries_arriving_together_are_searched_in_one_call_with_their_own_results(sample_dataset_dir):
+    import threading
+    import time
+
+    import colmed
+    from colmed.serve import ServedIndex
+
+    ds = colmed.load_dataset(sample_dataset_dir)
+    bm25 = colmed.build_index("bm25", ds)
+    calls = []
+
+    class SlowCounted:  # the real BM25 index, slowed so that requests pile up behind a running search
+        def search(self, queries, k=100):
+            calls.append(len(queries))
+            time.sleep(0.2)
+            return bm25.search(queries, k=k)
+
+    served = ServedIndex("bm25", SlowCounted())
+    texts = list(ds.queries.values())[:12]
+    expected = [bm25.search({"q": t}, k=3)["q"] for t in texts]
+    got = [None] * len(texts)
+
+    def ask(i):
+        got[i] = served.search([texts[i]], k=3)[0]
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(texts))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert got == expected
+    assert sum(calls) == len(texts) and len(calls) < len(texts)  # batched, every query searched once
