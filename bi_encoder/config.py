@@ -65,6 +65,19 @@ class TrainingConfig:
     keep_checkpoints: bool = False
     checkpoint_dir: str | None = None
 
+    @property
+    def scale(self) -> float:
+        """What the ranking losses multiply similarity scores by (``1/temperature``)."""
+        return round(1.0 / self.temperature, 6)
+
+    @property
+    def checkpoints_path(self) -> Path:
+        """Where resumable trainer checkpoints live: beside ``out``, so ``out`` only ever holds a finished model."""
+        if self.checkpoint_dir:
+            return Path(self.checkpoint_dir)
+        out = Path(self.out)
+        return out.with_name(out.name + ".checkpoints")
+
 
 @dataclass
 class BiEncoderTrainingConfig(TrainingConfig):
@@ -98,19 +111,6 @@ class BiEncoderTrainingConfig(TrainingConfig):
             raise InputError(f"must be >= 1, or -1 to train for `epochs`, got {self.max_steps}", field="max_steps")
         if self.matryoshka_dims is not None:
             self.matryoshka_dims = sorted(set(self.matryoshka_dims), reverse=True)
-
-    @property
-    def scale(self) -> float:
-        """The similarity scale sentence-transformers' ranking losses multiply cosine scores by."""
-        return round(1.0 / self.temperature, 6)
-
-    @property
-    def checkpoints_path(self) -> Path:
-        """Where resumable trainer checkpoints live: beside ``out``, so ``out`` only ever holds a finished model."""
-        if self.checkpoint_dir:
-            return Path(self.checkpoint_dir)
-        out = Path(self.out)
-        return out.with_name(out.name + ".checkpoints")
 
     def to_dict(self) -> dict[str, Any]:
         return config.to_dict(self)

@@ -102,19 +102,6 @@ class ColbertTrainingConfig(TrainingConfig):
             if not ok:
                 raise InputError(f"{message}, got {getattr(self, name)}", field=name)
 
-    @property
-    def scale(self) -> float:
-        """What the ranking losses multiply MaxSim scores by (``1/temperature``)."""
-        return round(1.0 / self.temperature, 6)
-
-    @property
-    def checkpoints_path(self) -> Path:
-        """Where resumable trainer checkpoints live: beside ``out``, so ``out`` only ever holds a finished model."""
-        if self.checkpoint_dir:
-            return Path(self.checkpoint_dir)
-        out = Path(self.out)
-        return out.with_name(out.name + ".checkpoints")
-
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: config_io.Overrides = ()) -> "ColbertTrainingConfig":
         """Read a YAML mapping of fields (types checked, unknown keys refused); ``overrides`` win."""
