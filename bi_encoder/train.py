@@ -120,13 +120,7 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
 
     loss = _build_loss(model, config)
     evaluator, dev_name = _build_evaluator(config, data, query_prompt, document_prompt)
-    base_dev: dict[str, float] = {}
-    if evaluator is not None and last_checkpoint is None:
-        base_dev = evaluator(model)
-        logger.info("base model dev: %s", base_dev)
-    # Written only once inputs and model have loaded, so a bad argument leaves nothing behind.
-    if last_checkpoint is None and _is_main_process():
-        write_json(ckpt_dir / CONFIG_NAME, {"config": config.to_dict(), "base_dev_metrics": base_dev})
+    base_dev = _record_start(config, ckpt_dir, model, evaluator, resuming=last_checkpoint is not None)
 
     precision = _resolve_precision(config.precision, torch)
     column_prompts = {c: (query_prompt if c == "anchor" else document_prompt) for c in train.column_names}
@@ -140,7 +134,7 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
     train_seconds = time.perf_counter() - started
 
     result = TrainingResult(
-        model_dir=out, base_dev_metrics=base_dev or _read_base_dev(ckpt_dir),
+        model_dir=out, base_dev_metrics=base_dev,
         best_dev_metric=trainer.state.best_metric, best_checkpoint=trainer.state.best_model_checkpoint,
         train_seconds=train_seconds, global_steps=trainer.state.global_step, data_stats=data.stats,
         log_history=list(trainer.state.log_history))
@@ -301,6 +295,23 @@ def _dev_description(config: BiEncoderTrainingConfig, data: TripletTrainingData)
                 "documents": data.stats.get("dev_docs", 0), "max_queries": config.dev_max_queries}
     return {"source": config.dev, "split": config.dev_split, "max_queries": config.dev_max_queries,
             "max_docs": config.dev_max_docs}
+
+
+def _record_start(config, ckpt_dir: Path, model, evaluator, resuming: bool) -> dict[str, float]:
+    """The untouched model's dev metrics: measured and saved with the config beside the checkpoints on a fresh
+    run, read back from there on a resumed one.
+
+    Written only once inputs and model have loaded, so a bad argument leaves nothing behind.
+    """
+    if resuming:
+        return _read_base_dev(ckpt_dir)
+    base_dev: dict[str, float] = {}
+    if evaluator is not None:
+        base_dev = evaluator(model)
+        logger.info("dev metrics before training: %s", base_dev)
+    if _is_main_process():
+        write_json(ckpt_dir / CONFIG_NAME, {"config": config.to_dict(), "base_dev_metrics": base_dev})
+    return base_dev
 
 
 def _read_base_dev(ckpt_dir: Path) -> dict[str, float]:

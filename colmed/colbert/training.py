@@ -267,8 +267,8 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
     from transformers.trainer_utils import get_last_checkpoint
 
     from colmed.bi_encoder.data import TripletTrainingData
-    from colmed.bi_encoder.train import (CONFIG_NAME, _is_main_process, _prepare_checkpoint_dir,
-                                         _read_base_dev, _resolve_precision, training_arguments)
+    from colmed.bi_encoder.train import (_prepare_checkpoint_dir, _record_start, _resolve_precision,
+                                         training_arguments)
     from colmed.colbert.multivector import colbert_from_base, conventions
 
     config.validate()
@@ -300,12 +300,7 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
 
     dev = _dev_set(config, data)
     evaluator = MaxSimRetrievalEvaluator(dev, batch_size=config.batch_size) if dev is not None else None
-    base_dev: dict[str, float] = {}
-    if evaluator is not None and last_checkpoint is None:
-        base_dev = evaluator(model)
-        logger.info("untrained dev: %s", base_dev)
-    if last_checkpoint is None and _is_main_process():
-        write_json(ckpt_dir / CONFIG_NAME, {"config": config.to_dict(), "base_dev_metrics": base_dev})
+    base_dev = _record_start(config, ckpt_dir, model, evaluator, resuming=last_checkpoint is not None)
 
     precision = _resolve_precision(config.precision, torch)
     args = training_arguments(config, ckpt_dir, num_rows=len(train), precision=precision,
@@ -317,7 +312,6 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
     seconds = time.perf_counter() - started
-    base_dev = base_dev or _read_base_dev(ckpt_dir)
     losses = [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
     manifest: dict[str, Any] = {}
     if trainer.is_world_process_zero():

@@ -98,12 +98,7 @@ def read_corpus(path: str | Path) -> dict[str, Document]:
     """Read a BEIR ``corpus.jsonl``; duplicate or empty ids and an empty corpus are errors."""
     corpus: dict[str, Document] = {}
     for lineno, rec in read_jsonl(path, required=("_id",)):
-        doc_id = str(rec["_id"]).strip()
-        if not doc_id:
-            raise InputError("empty id", path=path, line=lineno, field="_id")
-        _check_id(doc_id, path, lineno)
-        if doc_id in corpus:
-            raise InputError(f"duplicate document id {doc_id!r}", path=path, line=lineno, field="_id")
+        doc_id = _record_id(rec, corpus, "document", path, lineno)
         text = rec.get("text")
         if text is None:
             raise InputError("missing", path=path, line=lineno, field="text")
@@ -120,18 +115,24 @@ def read_queries(path: str | Path) -> dict[str, str]:
     """Read a BEIR ``queries.jsonl`` (``_id``, ``text``); duplicate ids are errors."""
     queries: dict[str, str] = {}
     for lineno, rec in read_jsonl(path, required=("_id", "text")):
-        qid = str(rec["_id"]).strip()
-        if not qid:
-            raise InputError("empty id", path=path, line=lineno, field="_id")
-        _check_id(qid, path, lineno)
-        if qid in queries:
-            raise InputError(f"duplicate query id {qid!r}", path=path, line=lineno, field="_id")
+        qid = _record_id(rec, queries, "query", path, lineno)
         if not isinstance(rec["text"], str):
             raise InputError("expected a string", path=path, line=lineno, field="text")
         queries[qid] = rec["text"]
     if not queries:
         raise InputError("no queries: the file is empty", path=path)
     return queries
+
+
+def _record_id(rec: dict, seen: Mapping[str, object], kind: str, path, lineno: int) -> str:
+    """The ``_id`` of a corpus or queries line; empty, whitespace-holding or repeated ids are refused."""
+    item_id = str(rec["_id"]).strip()
+    if not item_id:
+        raise InputError("empty id", path=path, line=lineno, field="_id")
+    _check_id(item_id, path, lineno)
+    if item_id in seen:
+        raise InputError(f"duplicate {kind} id {item_id!r}", path=path, line=lineno, field="_id")
+    return item_id
 
 
 def _check_id(item_id: str, path, lineno: int) -> None:
