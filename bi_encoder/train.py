@@ -75,7 +75,6 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
     """
     import torch
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
-    from transformers.trainer_utils import get_last_checkpoint
 
     from colmed.bi_encoder.prompts import resolve_prompts
 
@@ -83,13 +82,7 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
         raise InputError("no triplets given", field="triplets")
     if not config.out:
         raise InputError("no output directory given", field="out")
-    out = Path(config.out)
-    # before hours of training, not after
-    check_output(out, overwrite, kind="model",
-                 inputs=[config.triplets, config.base_model if Path(config.base_model).exists() else None])
-    ckpt_dir = config.checkpoints_path
-    last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite,
-                                              find_last=get_last_checkpoint)
+    out, ckpt_dir, last_checkpoint = _open_run(config, resume=resume, overwrite=overwrite)
 
     data = TripletTrainingData.from_path(config.triplets, num_negatives=config.num_negatives,
                                          max_train_samples=config.max_train_samples, seed=config.seed)
@@ -295,6 +288,22 @@ def _dev_description(config: BiEncoderTrainingConfig, data: TripletTrainingData)
                 "documents": data.stats.get("dev_docs", 0), "max_queries": config.dev_max_queries}
     return {"source": config.dev, "split": config.dev_split, "max_queries": config.dev_max_queries,
             "max_docs": config.dev_max_docs}
+
+
+def _open_run(config, resume: bool, overwrite: bool) -> tuple[Path, Path, Path | None]:
+    """Check the output folder (before hours of training, not after) and prepare the checkpoints folder.
+
+    Returns the output folder, the checkpoints folder and the checkpoint to resume from (``None``: fresh).
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(config.out)
+    check_output(out, overwrite, kind="model",
+                 inputs=[config.triplets, config.base_model if Path(config.base_model).exists() else None])
+    ckpt_dir = config.checkpoints_path
+    last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite,
+                                              find_last=get_last_checkpoint)
+    return out, ckpt_dir, last_checkpoint
 
 
 def _record_start(config, ckpt_dir: Path, model, evaluator, resuming: bool) -> dict[str, float]:

@@ -41,7 +41,7 @@ from colmed.bi_encoder.config import TrainingConfig
 from colmed.bi_encoder.dev_eval import RetrievalEvaluator
 from colmed.core import config as config_io
 from colmed.core.errors import InputError
-from colmed.core.io import atomic_directory, check_output, write_json
+from colmed.core.io import atomic_directory, write_json
 from colmed.data.datasets import RetrievalDataset
 
 logger = logging.getLogger(__name__)
@@ -264,21 +264,13 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
     """
     import torch
     from sentence_transformers import MultiVectorEncoderTrainer, MultiVectorEncoderTrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     from colmed.bi_encoder.data import TripletTrainingData
-    from colmed.bi_encoder.train import (_prepare_checkpoint_dir, _record_start, _resolve_precision,
-                                         training_arguments)
+    from colmed.bi_encoder.train import _open_run, _record_start, _resolve_precision, training_arguments
     from colmed.colbert.multivector import colbert_from_base, conventions
 
     config.validate()
-    out = Path(config.out)
-    # before hours of training, not after
-    check_output(out, overwrite, kind="model",
-                 inputs=[config.triplets, config.base_model if Path(config.base_model).exists() else None])
-    ckpt_dir = config.checkpoints_path
-    last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite,
-                                              find_last=get_last_checkpoint)
+    out, ckpt_dir, last_checkpoint = _open_run(config, resume=resume, overwrite=overwrite)
     if config.split != "train":
         raise InputError("only the 'train' split of the triplets is trained on (dev records evaluate)", field="split")
     nway = config.nway or auto_nway(config.triplets, config.split)
