@@ -105,6 +105,49 @@ def http_slice(url: str, body: dict, queries: list[str], clients: int, seconds: 
     return latencies, errors[0], time.perf_counter() - t0
 
 
+_WRK_SCRIPT = """
+local bodies = {%s}
+local i = %d
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i + 1
+  return wrk.format(nil, "/search", nil, bodies[(i %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  -- up to 2,000 evenly spaced quantiles of the latency (microseconds), so slices can be merged
+  local n = summary.requests
+  local k = math.min(n, 2000)
+  local parts = {}
+  for j = 1, k do parts[#parts + 1] = latency:percentile(100 * (j - 0.5) / k) end
+  local e = summary.errors
+  io.write("WRK-RESULT ", n, " ", summary.duration, " ",
+           e.connect + e.read + e.write + e.status + e.timeout, " ", table.concat(parts, ","), "\\n")
+end
+"""
+
+
+def wrk_slice(url: str, body: dict, queries: list[str], clients: int, seconds: float, offset: int):
+    """The same load from ``wrk`` (a C load generator, one thread, epoll): the client costs almost no CPU,
+    so on a small machine the server is measured rather than the Python client's own JSON and HTTP work."""
+    import tempfile
+
+    bodies = ",".join(json.dumps(json.dumps({**body, "query": q, "k": 10})) for q in queries)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(_WRK_SCRIPT % (bodies, offset))
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "120s",
+                              "-s", f.name, url], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(f.name)
+    line = next(x for x in out.splitlines() if x.startswith("WRK-RESULT "))
+    _, requests, duration_us, errors, quantiles = (line.split(" ") + [""])[:5]
+    q = np.array([float(x) for x in quantiles.split(",") if x], dtype=float) / 1e6
+    n = int(requests)
+    latencies = list(np.interp(np.linspace(0, 1, n), np.linspace(0, 1, len(q)), q)) if n and len(q) else []
+    return latencies, int(errors), int(duration_us) / 1e6
+
+
 def api_slice(search, queries: list[str], seconds: float, offset: int):
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
@@ -141,6 +184,9 @@ def main() -> None:
                     help="torch intra-op threads on both sides (OMP_NUM_THREADS for the server). On a shared, "
                          "oversubscribed 2-core machine 2 threads stall at OpenMP barriers (measured: 3.4 vs 31 "
                          "queries/s for MiniLM in-process), so 1 is the fair setting there.")
+    ap.add_argument("--client", choices=["python", "wrk"], default="python",
+                    help="Load generator: 8 httpx threads in this process (python), or wrk (apt install wrk), "
+                         "whose near-zero CPU leaves the machine's cores to the server.")
     ap.add_argument("--out", default=None, help="Markdown results file.")
     ap.add_argument("--json", default="runs/serve-bench/serve_load.json")
     args = ap.parse_args()
@@ -150,6 +196,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.torch_threads)
+    load = wrk_slice if args.client == "wrk" else http_slice
     from colmed.indexes.base import load_index
     from colmed.indexes.search import load_queries
     from colmed.serve import IndexPool
@@ -177,7 +224,7 @@ def main() -> None:
                 def search(q, engine=engine):
                     return engine.search({"q": q}, k=10)
             # Warm both sides (first encode, numba kernels for fusion) outside the measurement.
-            http_slice(url, body, queries, args.clients, 3.0, 0)
+            load(url, body, queries, args.clients, 3.0, 0)
             api_slice(search, queries, 3.0, 0)
             sides = {"server": ([], 0, 0.0), "api": ([], 0, 0.0)}
             loads = []
@@ -187,7 +234,7 @@ def main() -> None:
                 length = min(args.slice, args.seconds - done)
                 loads.append(os.getloadavg()[0])
                 for side in ("server", "api"):
-                    lat, err, el = (http_slice(url, body, queries, args.clients, length, offset) if side == "server"
+                    lat, err, el = (load(url, body, queries, args.clients, length, offset) if side == "server"
                                     else api_slice(search, queries, length, offset))
                     prev = sides[side]
                     sides[side] = (prev[0] + lat, prev[1] + err, prev[2] + el)
@@ -207,7 +254,7 @@ def main() -> None:
             server.kill()
 
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "nproc": os.cpu_count(),
-            "cpu": cpu_model(), "python": platform.python_version(), "clients": args.clients,
+            "cpu": cpu_model(), "python": platform.python_version(), "clients": args.clients, "client": args.client,
             "seconds_per_side": args.seconds, "torch_threads": args.torch_threads, "slice_seconds": args.slice, "queries": len(queries),
             "server_start_seconds": round(load_seconds, 1), "command": " ".join(sys.argv),
             "indexes": info["indexes"]}
@@ -223,7 +270,8 @@ def render(meta: dict, results: dict) -> str:
     for name, row in results.items():
         for side in ("server", "api"):
             r = row[side]
-            label = f"HTTP, {meta['clients']} clients" if side == "server" else "Python API, 1 thread"
+            label = (f"HTTP, {meta['clients']} clients ({meta.get('client', 'python')})" if side == "server"
+                     else "Python API, 1 thread")
             lines.append(f"| {name} | {label} | {r['requests']} | {r['errors']} | {r['qps']} | {r['p50_ms']} | "
                          f"{r['p95_ms']} | {r['p99_ms']} | {row['ratio'] if side == 'server' else ''} | "
                          f"{row['load_avg_1m'] if side == 'server' else ''} |")
@@ -235,7 +283,8 @@ def render(meta: dict, results: dict) -> str:
             f"- Machine: {meta['nproc']} CPU cores (`nproc`), {meta['cpu']}, Python {meta['python']}; "
             f"shared with other agents' jobs while this ran (1-minute load average per index below), so the "
             f"server and the in-process API were run in interleaved {meta['slice_seconds']:.0f} s slices.\n"
-            f"- Load: {meta['clients']} concurrent HTTP clients on 127.0.0.1, one query per request, k=10, "
+            f"- Load: {meta['clients']} concurrent HTTP clients on 127.0.0.1 "
+            f"({'wrk, one thread' if meta.get('client') == 'wrk' else 'httpx threads in the benchmark process'}), one query per request, k=10, "
             f"{meta['seconds_per_side']:.0f} s per side per index, {meta['queries']} NFCorpus test queries cycled; "
             f"server start (indexes loaded) {meta['server_start_seconds']} s; torch threads {meta['torch_threads']} "
             f"on both sides.\n\n"
