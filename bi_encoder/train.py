@@ -14,6 +14,11 @@ On disk::
                              manifest.json (config, data hashes, versions, git sha, metrics, timings)
     <out>.checkpoints/       resumable trainer checkpoints (removed after success unless keep_checkpoints)
 
+One writer per ``out`` (its :func:`~colmed.core.io.output_lock`) for the whole run, checkpoints included. A
+run killed at any point resumes with ``--resume`` from its newest *complete* checkpoint (one the trainer
+finished writing; a half-written one is removed) and, on CPU, finishes with the same model bytes as an
+uninterrupted run (``tests/test_train_kill.py``).
+
 Multi-GPU: run the same command under torchrun, e.g.
 ``torchrun --nproc_per_node 4 -m colmed.cli train bi-encoder --triplets T --base B --out O``; the trainer
 shards batches and the loss gathers embeddings across devices so in-batch negatives span all GPUs.
@@ -29,9 +34,11 @@ Example (not run as a doctest: training takes minutes and the base model is a hu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -41,7 +48,7 @@ from typing import Any
 from colmed.bi_encoder.config import BiEncoderTrainingConfig
 from colmed.bi_encoder.data import TripletTrainingData, truncate_to_tokens
 from colmed.core.errors import IndexExistsError, InputError
-from colmed.core.io import atomic_directory, check_output, write_json
+from colmed.core.io import atomic_directory, check_output, output_lock, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +70,7 @@ class TrainingResult:
     global_steps: int
     data_stats: dict[str, int] = field(default_factory=dict)
     log_history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: str | None = None  # the checkpoint an interrupted run continued from (its folder name)
 
 
 def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, overwrite: bool = False,
@@ -82,8 +90,9 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
         raise InputError("no triplets given", field="triplets")
     if not config.out:
         raise InputError("no output directory given", field="out")
-    out, ckpt_dir, last_checkpoint = _open_run(config, resume=resume, overwrite=overwrite)
-
+    # Refused before minutes of loading; inputs read before anything is written (open_run below takes the lock
+    # and prepares the checkpoints), so a bad argument leaves nothing behind.
+    check_output(config.out, overwrite, kind="model", inputs=run_inputs(config))
     data = TripletTrainingData.from_path(config.triplets, num_negatives=config.num_negatives,
                                          max_train_samples=config.max_train_samples, seed=config.seed)
     logger.info("training rows: %d; data: %s", len(data.train), data.stats)
@@ -113,35 +122,39 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
 
     loss = _build_loss(model, config)
     evaluator, dev_name = _build_evaluator(config, data, query_prompt, document_prompt)
-    base_dev = _record_start(config, ckpt_dir, model, evaluator, resuming=last_checkpoint is not None)
-
     precision = _resolve_precision(config.precision, torch)
     column_prompts = {c: (query_prompt if c == "anchor" else document_prompt) for c in train.column_names}
-    args = training_arguments(config, ckpt_dir, num_rows=len(train), precision=precision,
-                              prompts=column_prompts if any(column_prompts.values()) else None,
-                              best_metric=f"eval_{dev_name}_{evaluator.metrics[0]}" if evaluator is not None else None)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
-                                         evaluator=evaluator, callbacks=callbacks)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
-    train_seconds = time.perf_counter() - started
+    best_metric = f"eval_{dev_name}_{evaluator.metrics[0]}" if evaluator is not None else None
+    with open_run(config, resume=resume, overwrite=overwrite) as (out, ckpt_dir, last_checkpoint):
+        base_dev = _record_start(config, ckpt_dir, model, evaluator, resuming=last_checkpoint is not None)
 
-    result = TrainingResult(
-        model_dir=out, base_dev_metrics=base_dev,
-        best_dev_metric=trainer.state.best_metric, best_checkpoint=trainer.state.best_model_checkpoint,
-        train_seconds=train_seconds, global_steps=trainer.state.global_step, data_stats=data.stats,
-        log_history=list(trainer.state.log_history))
-    base_primary = result.base_dev_metrics.get(f"dev_{evaluator.metrics[0]}") if evaluator is not None else None
-    if base_primary is not None and result.best_dev_metric is not None and result.best_dev_metric < base_primary:
-        # Checkpoint selection only sees fine-tuned checkpoints; say plainly when none beat the start.
-        logger.warning("no checkpoint beat the base model on dev (%s %.4f < base %.4f); saving the best "
-                       "fine-tuned one anyway", evaluator.metrics[0], result.best_dev_metric, base_primary)
-    model.max_seq_length = inference_max_seq_length
-    if trainer.is_world_process_zero():
-        _save_model(model, config, data, result, precision, overwrite=overwrite,
-                    dev_source=_dev_description(config, data))
-        if not config.keep_checkpoints:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        args = training_arguments(config, ckpt_dir, num_rows=len(train), precision=precision,
+                                  prompts=column_prompts if any(column_prompts.values()) else None,
+                                  best_metric=best_metric)
+        if last_checkpoint is not None:
+            callbacks = [*(callbacks or []), model_card_restorer(evaluator, base_dev)]
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss,
+                                             evaluator=evaluator, callbacks=callbacks)
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
+        train_seconds = time.perf_counter() - started
+
+        result = TrainingResult(
+            model_dir=out, base_dev_metrics=base_dev,
+            best_dev_metric=trainer.state.best_metric, best_checkpoint=trainer.state.best_model_checkpoint,
+            train_seconds=train_seconds, global_steps=trainer.state.global_step, data_stats=data.stats,
+            log_history=list(trainer.state.log_history), resumed_from=last_checkpoint.name if last_checkpoint else None)
+        base_primary = result.base_dev_metrics.get(f"dev_{evaluator.metrics[0]}") if evaluator is not None else None
+        if base_primary is not None and result.best_dev_metric is not None and result.best_dev_metric < base_primary:
+            # Checkpoint selection only sees fine-tuned checkpoints; say plainly when none beat the start.
+            logger.warning("no checkpoint beat the base model on dev (%s %.4f < base %.4f); saving the best "
+                           "fine-tuned one anyway", evaluator.metrics[0], result.best_dev_metric, base_primary)
+        model.max_seq_length = inference_max_seq_length
+        if trainer.is_world_process_zero():
+            _save_model(model, config, data, result, precision, overwrite=overwrite,
+                        dev_source=_dev_description(config, data))
+            if not config.keep_checkpoints:
+                discard_checkpoints(ckpt_dir)
     return result
 
 
@@ -218,10 +231,20 @@ def _warmup_argument(ratio: float) -> dict[str, float]:
     return {"warmup_ratio": ratio}
 
 
-def _prepare_checkpoint_dir(ckpt_dir: Path, config: BiEncoderTrainingConfig, resume: bool, overwrite: bool,
-                            find_last) -> Path | None:
-    """Decide where training starts: fresh, or the newest checkpoint of the same configuration."""
-    existing = find_last(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+def _prepare_checkpoint_dir(ckpt_dir: Path, config: BiEncoderTrainingConfig, resume: bool,
+                            overwrite: bool) -> Path | None:
+    """Decide where training starts: fresh, or the newest complete checkpoint of the same configuration.
+
+    Checkpoints a kill interrupted while the trainer was writing them are removed first: they cannot be
+    resumed from, and a fresh run would otherwise save into their half-written folders.
+    """
+    complete, incomplete = checkpoints(ckpt_dir)
+    if incomplete and _is_main_process():
+        logger.warning("%s: removing %s, left half-written by an interrupted run", ckpt_dir,
+                       ", ".join(c.name for c in incomplete))
+        for child in incomplete:
+            shutil.rmtree(child)
+    existing = complete[-1] if complete else None
     if existing and not resume and not overwrite:
         raise IndexExistsError(f"{ckpt_dir}: holds checkpoints of an earlier run; pass --resume to continue "
                                f"it or --overwrite to start over")
@@ -240,7 +263,63 @@ def _prepare_checkpoint_dir(ckpt_dir: Path, config: BiEncoderTrainingConfig, res
                              f"use the original settings or --overwrite", path=saved, field=changed[0])
     if resume and not existing:
         logger.warning("%s: no checkpoint to resume from; starting from the base model", ckpt_dir)
-    return Path(existing) if existing else None
+    elif existing:
+        logger.warning("resuming from %s (step %d): the steps before it are not trained again", existing,
+                       _checkpoint_step(existing))
+    return existing
+
+
+def checkpoints(ckpt_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """The trainer's ``checkpoint-<step>`` folders in ``ckpt_dir``, by step: ``(complete, incomplete)``.
+
+    A checkpoint is complete once its ``trainer_state.json`` reads back: the trainer writes it after the
+    weights, optimizer, scheduler and RNG states, and it is what a resume starts from.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> for step, state in ((2, '{"global_step": 2}'), (10, '{"global_step": 10}'), (12, '{"glo')):
+        ...     (d / f"checkpoint-{step}").mkdir()
+        ...     _ = (d / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+        >>> [[c.name for c in group] for group in checkpoints(d)]
+        [['checkpoint-2', 'checkpoint-10'], ['checkpoint-12']]
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return [], []
+    found = sorted((c for c in ckpt_dir.iterdir() if c.is_dir() and re.fullmatch(r"checkpoint-\d+", c.name)),
+                   key=_checkpoint_step)
+    complete, incomplete = [], []
+    for c in found:
+        try:
+            json.loads((c / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+            complete.append(c)
+        except (OSError, ValueError, KeyError, TypeError):
+            incomplete.append(c)
+    return complete, incomplete
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+def discard_checkpoints(ckpt_dir: Path) -> None:
+    """Remove a finished run's checkpoints folder: renamed first (``.<name>.<pid>.discarded``), so a kill
+    during the removal leaves a name the next run writing this model recognises and removes
+    (:func:`open_run`), never a half-deleted folder that looks like checkpoints."""
+    if not ckpt_dir.is_dir():
+        return
+    doomed = ckpt_dir.with_name(f".{ckpt_dir.name}.{os.getpid()}.discarded")
+    os.replace(ckpt_dir, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _remove_discarded(ckpt_dir: Path) -> None:
+    pattern = re.compile(rf"^\.{re.escape(ckpt_dir.name)}\.\d+\.discarded$")
+    if ckpt_dir.parent.is_dir():
+        for p in ckpt_dir.parent.iterdir():
+            if pattern.match(p.name) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _build_loss(model, config: BiEncoderTrainingConfig):
@@ -290,20 +369,29 @@ def _dev_description(config: BiEncoderTrainingConfig, data: TripletTrainingData)
             "max_docs": config.dev_max_docs}
 
 
-def _open_run(config, resume: bool, overwrite: bool) -> tuple[Path, Path, Path | None]:
-    """Check the output folder (before hours of training, not after) and prepare the checkpoints folder.
+def run_inputs(config) -> list[str | None]:
+    """What a training run reads, which its ``out`` must neither be, contain nor sit inside."""
+    local = [config.base_model, None if config.dev in (None, "triplets") else config.dev]
+    return [config.triplets, *(p if p and Path(p).exists() else None for p in local)]
 
-    Returns the output folder, the checkpoints folder and the checkpoint to resume from (``None``: fresh).
+
+@contextlib.contextmanager
+def open_run(config, resume: bool, overwrite: bool):
+    """Check the output folder (before hours of training, not after), take its writer lock for the whole run
+    and prepare the checkpoints folder; yields ``(out, checkpoints folder, checkpoint to resume from or None)``.
+
+    Only the main process of a multi-process run takes the lock: it alone writes the model and checkpoints.
+    A killed writer's temp folders (of ``out``, and a discarded checkpoints folder) are removed here.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     out = Path(config.out)
-    check_output(out, overwrite, kind="model",
-                 inputs=[config.triplets, config.base_model if Path(config.base_model).exists() else None])
-    ckpt_dir = config.checkpoints_path
-    last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite,
-                                              find_last=get_last_checkpoint)
-    return out, ckpt_dir, last_checkpoint
+    check_output(out, overwrite, kind="model", inputs=run_inputs(config))  # a refusal writes nothing, no lock
+    with output_lock(out) if _is_main_process() else contextlib.nullcontext(out):
+        check_output(out, overwrite, kind="model", inputs=run_inputs(config))
+        ckpt_dir = config.checkpoints_path
+        if _is_main_process():
+            _remove_discarded(ckpt_dir)
+        last_checkpoint = _prepare_checkpoint_dir(ckpt_dir, config, resume=resume, overwrite=overwrite)
+        yield out, ckpt_dir, last_checkpoint
 
 
 def _record_start(config, ckpt_dir: Path, model, evaluator, resuming: bool) -> dict[str, float]:
@@ -321,6 +409,39 @@ def _record_start(config, ckpt_dir: Path, model, evaluator, resuming: bool) -> d
     if _is_main_process():
         write_json(ckpt_dir / CONFIG_NAME, {"config": config.to_dict(), "base_dev_metrics": base_dev})
     return base_dev
+
+
+def model_card_restorer(evaluator, base_dev: dict[str, float]):
+    """A trainer callback for a resumed run: puts back into the model card what the interrupted run had
+    recorded there (the base model's dev row, the loss and dev rows of the steps before the checkpoint, the
+    latest dev metrics), from the checkpoint's log history. Without it a resumed model's README.md would hold
+    only the steps trained after the resumption, and no dev metrics at all when resumed from the last step.
+    """
+    from transformers import TrainerCallback
+
+    class RestoreModelCard(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            card = getattr(model, "model_card_data", None)
+            if card is None or card.training_logs:
+                return
+            if evaluator is not None:
+                evaluator.prefix_name_to_metrics({}, evaluator.name)  # its primary metric as after an evaluation
+                if base_dev:
+                    card.set_evaluation_metrics(evaluator, dict(base_dev), -1, -1)
+            # in the evaluator's order: a checkpoint's trainer_state.json stores each entry's keys sorted
+            names = [f"{evaluator.name}_{m}" for m in evaluator.metrics] if evaluator is not None else []
+            for entry in state.log_history:
+                if "loss" in entry:  # as sentence-transformers' ModelCardCallback.on_log records it
+                    if card.training_logs and card.training_logs[-1]["Step"] == entry["step"]:
+                        card.training_logs[-1]["Training Loss"] = entry["loss"]
+                    else:
+                        card.training_logs.append({"Epoch": entry["epoch"], "Step": entry["step"],
+                                                   "Training Loss": entry["loss"]})
+                metrics = {name: entry[f"eval_{name}"] for name in names if f"eval_{name}" in entry}
+                if metrics:
+                    card.set_evaluation_metrics(evaluator, metrics, entry["epoch"], entry["step"])
+
+    return RestoreModelCard()
 
 
 def _read_base_dev(ckpt_dir: Path) -> dict[str, float]:
@@ -371,10 +492,10 @@ def _save_model(model, config: BiEncoderTrainingConfig, data: TripletTrainingDat
                  "dev_history": [h for h in result.log_history if any(k.startswith("eval_") for k in h)]},
         train_seconds=round(result.train_seconds, 1),
         global_steps=result.global_steps,
+        resumed_from=result.resumed_from,
     )
-    inputs = [config.triplets, config.base_model if Path(config.base_model).exists() else None,
-              config.dev if config.dev not in (None, "triplets") and Path(config.dev).exists() else None]
-    with atomic_directory(config.out, overwrite=overwrite, kind="model", inputs=inputs) as tmp:
+    with atomic_directory(config.out, overwrite=overwrite, kind="model", inputs=run_inputs(config),
+                          locked=True) as tmp:
         model.save(str(tmp))
         write_json(tmp / "manifest.json", manifest)
         card = tmp / "README.md"

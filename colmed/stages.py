@@ -7,9 +7,9 @@ only when its ``stage.json`` marker (written atomically after the command exits 
 key, so ``kill -9`` at any point loses nothing already finished and never passes off half-written
 output as done.
 
-Each stage runs in its own process group and dies with the runner: the group is killed when the runner
-exits or is signalled, and on Linux the stage also gets SIGKILL from the kernel if the runner is killed
-outright (``PR_SET_PDEATHSIG``). A stage whose command finished but whose marker was never written (the
+Each stage runs in its own process group and dies with the runner: the group is stopped when the runner
+exits or is signalled, and a guard process leading the group stops it (the stage's own children included)
+when the runner is killed outright. A stage whose command finished but whose marker was never written (the
 runner died in between) is adopted when its output is a finished colmed output of the expected kind,
 written under the current key.
 
@@ -159,33 +159,52 @@ class StageRunner:
         return output_kind(stage.output) == stage.output_kind
 
 
-def _die_with_parent(parent: int) -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        import ctypes
+def _guard(poll: float = 0.5) -> None:
+    """``python -c 'from colmed.stages import _guard; _guard()' RUNNER_PID GRACE COMMAND...``: the stage's group
+    leader. Runs COMMAND in its own process group and exits as it does; if the runner dies, however it died
+    (``kill -9`` included), stops the whole group: the command and every process it started.
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the runner died before prctl took effect
-        os._exit(1)
+    A parent-death signal alone reaches only the process it is set on; the command's own children (data-loader
+    or inference workers) would outlive it.
+    """
+    runner, grace, command = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3:]
+    # A handler, not SIG_IGN: an ignored signal stays ignored across exec, a handled one is reset. The group's
+    # SIGTERM (from the runner's _stop_group) reaches the command directly; the guard waits for it to exit.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    proc = subprocess.Popen(command)
+    while True:
+        try:
+            returncode = proc.wait(timeout=poll)
+            break
+        except subprocess.TimeoutExpired:
+            if os.getppid() != runner:  # reparented: the runner is gone
+                for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+                    os.killpg(0, sig)  # SIGKILL ends the guard too
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=wait)
+    if returncode < 0:  # killed by a signal: die of the same one, so the runner sees what the command got
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL's disposition cannot be set (nor need be)
+            signal.signal(-returncode, signal.SIG_DFL)
+        os.kill(os.getpid(), -returncode)
+    sys.exit(returncode)
 
 
 def run_tied(command: list[str], stdout=None, grace: float = 10.0) -> int:
     """Run ``command`` in its own process group, tied to this process; returns its exit code.
 
     If this process exits, raises (``KeyboardInterrupt``, ``SystemExit`` from SIGTERM) or is SIGKILLed, the
-    command and everything in its group are stopped (SIGTERM, then SIGKILL after ``grace`` seconds), so no
-    orphan keeps writing into a study a re-run is about to resume.
+    command and everything in its group, its own children included, are stopped (SIGTERM, then SIGKILL after
+    ``grace`` seconds), so no orphan keeps writing into a study a re-run is about to resume. A small guard
+    process (:func:`_guard`) leads the group and watches this one.
 
     Example:
         >>> import sys
         >>> run_tied([sys.executable, "-c", "raise SystemExit(3)"])
         3
     """
-    parent = os.getpid()
-    preexec = (lambda: _die_with_parent(parent)) if sys.platform.startswith("linux") else None
-    proc = subprocess.Popen(command, stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None,
-                            start_new_session=True, preexec_fn=preexec)
+    guard = [sys.executable, "-c", "from colmed.stages import _guard; _guard()", str(os.getpid()), str(grace)]
+    proc = subprocess.Popen([*guard, *command], stdout=stdout,
+                            stderr=subprocess.STDOUT if stdout is not None else None, start_new_session=True)
     try:
         return proc.wait()
     finally:

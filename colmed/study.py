@@ -181,8 +181,11 @@ class TrainStageConfig:
 
     def argv(self) -> list[str]:
         quiet = ["--quiet"] if self.family == "colbert" else []
+        # --resume: a study killed mid-training continues from the stage's newest checkpoint (same key, so same
+        # settings; a changed key has removed the stage folder, checkpoints included).
         return colmed_command("train", self.family, "--triplets", self.triplets, "--base", self.base,
-                              "--out", self.out, "--seed", self.seed, "--overwrite", *quiet, *flags(self.args))
+                              "--out", self.out, "--seed", self.seed, "--overwrite", "--resume", *quiet,
+                              *flags(self.args))
 
 
 @dataclass

@@ -25,14 +25,14 @@ from typing import Any
 from colmed.core.errors import InputError
 
 GENERATORS = ("inverse_cloze", "cropping", "llm")
-BACKENDS = ("transformers", "openai", "vllm")
+BACKENDS = ("transformers", "llamacpp", "openai", "vllm")
 MINERS = ("bm25", "dense", "none")
 
 # Fields that do not change what a run writes: excluded from the resume fingerprint. (``batch_notes`` is
 # fingerprinted: generation parts are numbered by batch, so another batch size would lose or repeat notes.)
 # Where the model is served (base_url, api_key_env) is not what it writes: a restarted server resumes.
 _NOT_FINGERPRINTED = {"out", "overwrite", "progress", "concurrency", "device", "request_timeout", "shard",
-                      "base_url", "api_key_env"}
+                      "base_url", "api_key_env", "threads"}
 
 # Settings read only after generation (filters, dedup, mining, splits, export): a resume that changes only
 # these reuses the finished generation parts and redoes the rest.
@@ -101,6 +101,7 @@ class GenerateConfig:
     request_timeout: float = 120.0
     tensor_parallel_size: int = 1
     device: str | None = None
+    threads: int | None = None      # llamacpp: CPU threads (None = every core this process may use)
 
     # filters
     min_query_words: int = 2
@@ -156,6 +157,8 @@ class GenerateConfig:
                 bad(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}", "backend")
             if not self.model:
                 bad("the llm generator needs --model (a local path or hub name)", "model")
+            if self.backend == "llamacpp":
+                self.gguf_path()
             if self.backend == "openai":
                 if not self.base_url:
                     # never a hosted default: notes would leave the machine whenever an API key is set
@@ -168,6 +171,8 @@ class GenerateConfig:
                         "base_url")
                 if not self.base_url.startswith(("http://", "https://")):
                     bad(f"expected an http:// or https:// URL, got {self.base_url!r}", "base_url")
+        if self.threads is not None and self.threads < 1:
+            bad(f"must be at least 1 (or unset for every core), got {self.threads}", "threads")
         for name in ("batch_notes", "concurrency", "max_new_tokens"):
             if getattr(self, name) < 1:
                 bad(f"must be at least 1, got {getattr(self, name)}", name)
@@ -197,6 +202,34 @@ class GenerateConfig:
         if self.shard is not None:
             parse_shard(self.shard)
         return self
+
+    def gguf_path(self) -> Path | None:
+        """The local GGUF file the llm generator runs, or None (a hub model, a served one, no GGUF).
+
+        ``llamacpp`` runs only a local file: ``model`` is the ``.gguf`` file itself, or a folder holding
+        ``gguf_file``; anything else is an :class:`InputError` (it is never looked up on a hub).
+        ``transformers`` reads ``model``/``gguf_file`` when that file is on disk.
+        """
+        if self.generator != "llm" or not self.model:
+            return None
+        model = Path(self.model)
+        if self.backend == "llamacpp":
+            from colmed.data_gen.backends.llamacpp_backend import check_gguf_file
+
+            if model.is_dir():
+                if not self.gguf_file:
+                    found = sorted(p.name for p in model.glob("*.gguf"))
+                    raise InputError("is a folder: name the GGUF file in it with --gguf-file"
+                                     + (f" (found: {', '.join(found[:5])})" if found else " (it holds no .gguf file)"),
+                                     path=model, field="model")
+                return check_gguf_file(model / self.gguf_file, field="gguf_file")
+            if self.gguf_file:
+                raise InputError("--gguf-file names a file inside a --model folder, but --model is a file",
+                                 path=model, field="gguf_file")
+            return check_gguf_file(model, field="model")
+        if self.backend == "transformers" and self.gguf_file and (model / self.gguf_file).is_file():
+            return model / self.gguf_file
+        return None
 
     def fingerprint(self) -> str:
         """sha256 of the settings that determine the output (resume safety)."""

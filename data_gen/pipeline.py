@@ -74,7 +74,17 @@ def input_hash(source: str) -> dict[str, str]:
 
 
 # Packages that decide what a generation run writes, beyond the ones every manifest lists.
-GENERATION_PACKAGES = ("datasets", "httpx", "vllm", "ray")
+GENERATION_PACKAGES = ("datasets", "httpx", "vllm", "ray", "llama-cpp-python", "gguf")
+
+
+def model_identity(config: GenerateConfig) -> dict[str, Any] | None:
+    """What wrote the queries: the LLM backend, and the model's name or its local GGUF file's path and sha256."""
+    if config.generator != "llm":
+        return None
+    gguf = config.gguf_path()
+    if gguf is not None:
+        return {"backend": config.backend, "path": str(gguf.resolve()), "sha256": sha256_file(gguf)}
+    return {"backend": config.backend, "name": config.model}
 
 
 class TripletPipeline:
@@ -390,7 +400,7 @@ class TripletPipeline:
         cfg = self.config
         return run_manifest(cfg.to_dict(), packages=GENERATION_PACKAGES, kind="colmed-triplets",
                             format_version=1, fingerprint=cfg.fingerprint(), shard=cfg.shard,
-                            input=input_hash(cfg.notes), counts=counts, exports=exports)
+                            input=input_hash(cfg.notes), model=model_identity(cfg), counts=counts, exports=exports)
 
     def _finish(self) -> None:
         """Swap the finished outputs into place (one atomic directory swap), then drop the checkpoints.
@@ -485,7 +495,8 @@ def merge_shards(out: str | Path, overwrite: bool = False) -> dict[str, Any]:
     counts["rejects"] = len(unique_rejects)
     manifest = run_manifest({**manifests[0]["config"], "shard": None}, packages=GENERATION_PACKAGES,
                             kind="colmed-triplets", format_version=1, fingerprint=manifests[0]["fingerprint"],
-                            merged_from=[d.name for d in shard_dirs], input=manifests[0]["input"], counts=counts,
+                            merged_from=[d.name for d in shard_dirs], input=manifests[0]["input"],
+                            model=manifests[0].get("model"), counts=counts,
                             exports=export_all(out, records), throughput_summed_over_shards=throughput)
     write_json(out / "manifest.json", manifest)
     return manifest

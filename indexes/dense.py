@@ -140,7 +140,8 @@ class DenseIndex:
 
     @classmethod
     def load(cls, index_dir: str | Path, manifest: IndexManifest | None = None, device: str | None = None,
-             batch_size: int = 32, **_) -> "DenseIndex":
+             batch_size: int = 32, backend: str | None = None, quantize: str | None = None, **_) -> "DenseIndex":
+        """Open a dense index; queries are encoded on the backend the documents were (see :func:`query_backend`)."""
         import faiss
 
         from colmed.bi_encoder.encoder import DenseEncoder
@@ -157,21 +158,51 @@ class DenseIndex:
                              path=Path(index_dir) / "faiss.index") from None
         known = set(FaissSettings.__dataclass_fields__)
         _set_search_params(index, FaissSettings(**{k: v for k, v in manifest.settings.items() if k in known}))
+        backend, quantize = query_backend(manifest, backend, quantize)
         encoder = DenseEncoder(model, query_prompt=manifest.query_prompt or "",
                                document_prompt=manifest.document_prompt or "", device=device,
-                               batch_size=batch_size, max_seq_length=manifest.settings.get("max_seq_length"))
+                               batch_size=batch_size, max_seq_length=manifest.settings.get("max_seq_length"),
+                               backend=backend, quantize=quantize)
         doc_ids, titles = read_docs(index_dir)
         return cls(to_gpu_if_available(index), doc_ids, encoder, titles)
+
+
+def document_backend(manifest: IndexManifest) -> dict:
+    """``{"backend", "quantization", ...}`` the index's documents were encoded on (torch for indexes built
+    before backends were recorded)."""
+    return dict(manifest.settings.get("encoder_backend") or {"backend": "torch", "quantization": None})
+
+
+def query_backend(manifest: IndexManifest, backend: str | None = None, quantize: str | None = None
+                  ) -> tuple[str, str | None]:
+    """The backend queries are encoded on: the documents' unless ``backend`` or ``quantize`` is given
+    (e.g. fp32 queries over int8 documents: ``backend="openvino"``, or ``"torch"``; the caller records it).
+
+    Example:
+        >>> int8 = {"backend": "openvino", "quantization": "int8"}
+        >>> m = IndexManifest(kind="dense", settings={"encoder_backend": int8})
+        >>> query_backend(m), query_backend(m, "torch"), query_backend(m, quantize="int8")
+        (('openvino', 'int8'), ('torch', None), ('openvino', 'int8'))
+    """
+    built = document_backend(manifest)
+    if backend is None and quantize is None:
+        return built.get("backend") or "torch", built.get("quantization")
+    return backend or built.get("backend") or "torch", quantize
 
 
 def build_dense_in_memory(dataset, model: str | None = None, index_type: str = "flat",
                           query_prompt: str | None = None, document_prompt: str | None = None,
                           batch_size: int = 32, device: str | None = None, max_seq_length: int | None = None,
-                          recall_sample: int = 200, **settings) -> tuple["DenseIndex", IndexManifest]:
-    """Encode ``dataset.corpus`` into a faiss index held in memory; returns the index and its manifest."""
+                          recall_sample: int = 200, backend: str | None = "torch", quantize: str | None = None,
+                          **settings) -> tuple["DenseIndex", IndexManifest]:
+    """Encode ``dataset.corpus`` into a faiss index held in memory; returns the index and its manifest.
+
+    ``backend``/``quantize``: the encoder's engine (:class:`colmed.bi_encoder.encoder.DenseEncoder`), recorded
+    in ``settings["encoder_backend"]``; searches of the index encode queries on the same one unless told otherwise.
+    """
     import faiss
 
-    from colmed.bi_encoder.encoder import DenseEncoder
+    from colmed.bi_encoder.encoder import DenseEncoder, manifest_record
 
     if not model:
         raise InputError("a dense index needs --model (a hub name or a local sentence-transformers folder)",
@@ -179,11 +210,11 @@ def build_dense_in_memory(dataset, model: str | None = None, index_type: str = "
     unknown = sorted(set(settings) - set(FaissSettings.__dataclass_fields__))
     if unknown:
         raise InputError(f"unknown dense setting(s) {', '.join(unknown)}; known: model, query_prompt, "
-                         f"document_prompt, batch_size, device, max_seq_length, recall_sample, "
+                         f"document_prompt, batch_size, device, max_seq_length, recall_sample, backend, quantize, "
                          f"{', '.join(FaissSettings.__dataclass_fields__)}", field=unknown[0])
     s = FaissSettings(index_type=index_type, **{k: v for k, v in settings.items() if v is not None})
     encoder = DenseEncoder(model, query_prompt, document_prompt, device=device, batch_size=batch_size,
-                           max_seq_length=max_seq_length)
+                           max_seq_length=max_seq_length, backend=backend, quantize=quantize)
     docs = list(dataset.corpus.values())
     t0 = time.perf_counter()
     vectors = encoder.encode_documents([d.full_text for d in docs], show_progress=True)
@@ -204,6 +235,7 @@ def build_dense_in_memory(dataset, model: str | None = None, index_type: str = "
     settings_out = asdict(s)
     settings_out["max_seq_length"] = encoder.model.max_seq_length
     settings_out["normalized"] = True
+    settings_out["encoder_backend"] = manifest_record(encoder.backend)
     manifest = IndexManifest(kind="dense", model=str(model), dims=encoder.dims, num_docs=len(docs),
                              settings=settings_out, query_prompt=encoder.query_prompt,
                              document_prompt=encoder.document_prompt, stats=stats)

@@ -87,13 +87,16 @@ def _multivector_model(model: str, passages: list[str], out_dir: Path, dim: int 
 def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_maxlen: int | None = None,
                       batch_size: int = 32, device: str | None = None, kmeans_niters: int = 4,
                       reuse_sample_encodings: bool = True, recall_sample: int = 50, dim: int | None = None,
-                      pca_passages: int = 2000, **extra) -> IndexManifest:
+                      pca_passages: int = 2000, kmeans_threads: int | None = None, **extra) -> IndexManifest:
     """Encode ``dataset.corpus`` with the ColBERT checkpoint ``model`` into a PLAID index in ``out_dir``.
 
     Called by :func:`colmed.indexes.base.build_index`, which owns ``out_dir`` (a temp dir renamed on success) and
     writes the manifest returned here. Documents are indexed as ``Document.full_text`` (title, then text).
     On corpora small enough that colbert-ai's k-means sample is the whole corpus, the sample's encodings
     are reused for the index (``reuse_sample_encodings``) instead of encoding every document twice.
+    k-means runs with ``kmeans_threads`` faiss threads, by default the cores free when it starts (on a busy
+    machine faiss with every core stalls; :mod:`colmed.colbert.adapter`). The manifest records the k-means
+    settings used (``settings["kmeans"]``) and where the build time went (``stats["phase_seconds"]``).
     """
     from colmed.colbert import adapter
 
@@ -119,6 +122,7 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
     log = io.StringIO()
     own_encoder: dict[str, Any] = {}
     conventions: dict[str, Any] = {}
+    model_seconds = 0.0
     if uses_colbert_ai_encoder(model):
         if dim is not None:
             raise InputError("a colbert-ai checkpoint has a trained projection; dim does not apply", field="dim")
@@ -127,7 +131,10 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
     else:
         from colmed.colbert import multivector
 
+        model_started = time.time()
         encoder, model_ref = _multivector_model(model, passages, out_dir, dim, pca_passages, device)
+        # loading the model and, for a plain model, encoding pca_passages for its projection's PCA
+        model_seconds = time.time() - model_started
         if doc_maxlen:  # an index-time choice, like colbert-ai's doc_maxlen: documents only
             multivector.set_document_length(encoder, doc_maxlen)
         conventions = multivector.conventions(encoder)
@@ -140,7 +147,8 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
                        "dim": conventions["dim"], "query_maxlen": multivector.query_token_limit(encoder)}
     info = adapter.build_plaid(str(model), passages, out_dir / PLAID_SUBDIR, nbits=nbits, doc_maxlen=doc_maxlen,
                                index_bsize=batch_size, scratch=out_dir / ".scratch", kmeans_niters=kmeans_niters,
-                               log=log, reuse_sample_encodings=reuse_sample_encodings, **own_encoder)
+                               log=log, reuse_sample_encodings=reuse_sample_encodings,
+                               kmeans_threads=kmeans_threads, **own_encoder)
     seconds = time.time() - started
     source_model, model = model, model_ref
     shutil.rmtree(out_dir / ".scratch", ignore_errors=True)
@@ -157,12 +165,18 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
                 "index_bsize": batch_size, "kmeans_niters": kmeans_niters, "device": resolved_device,
                 "reuse_sample_encodings": reuse_sample_encodings,
                 "num_partitions": metadata.get("num_partitions"),
+                # threads vary with the machine's load at build time; the rest fixes the centroids (with the data)
+                "kmeans": {key: info["kmeans"][key] for key in (
+                    "threads", "threads_reason", "niter", "sample_embeddings", "points", "max_points_per_centroid",
+                    "seed", "wait_policy") if key in info["kmeans"]},
                 "search": {"k<=10": search_settings_for_k(10), "k<=100": search_settings_for_k(100),
                            "k>100": "ncells=4, centroid_score_threshold=0.4, ndocs=max(4k, 4096)"}}
     stats = {"num_embeddings": num_embeddings, "avg_doclen": round(num_embeddings / max(1, len(doc_ids)), 2),
              "index_bytes": plaid_bytes, "bytes_per_token": round(plaid_bytes / max(1, num_embeddings), 2),
              "build_seconds": round(seconds, 2), "encoded_passages": info["encoded_passages"],
-             "reused_sample_encodings": info["reused_sample_encodings"]}
+             "reused_sample_encodings": info["reused_sample_encodings"],
+             "phase_seconds": {"model_and_pca": round(model_seconds, 3), **info["phase_seconds"],
+                               "other": round(seconds - model_seconds - sum(info["phase_seconds"].values()), 3)}}
     from colmed.core.provenance import package_versions
 
     manifest = IndexManifest(kind="colbert", model=str(model), dims=int(info["dim"]), num_docs=len(doc_ids),
@@ -172,9 +186,11 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
         probes = list(dataset.queries.values())[:recall_sample] or [
             " ".join(p.split()[:12]) for p in passages[::max(1, len(passages) // recall_sample)][:recall_sample]]
         k = min(10, len(doc_ids))
+        recall_started = time.time()
         stats["ann_recall@10"] = round(plaid_recall(PlaidIndex(out_dir, manifest, model=model, device=device),
                                                     probes, k=k), 4)
         stats["ann_recall_queries"] = len(probes)
+        stats["phase_seconds"]["recall_check"] = round(time.time() - recall_started, 3)
     return manifest
 
 

@@ -290,6 +290,13 @@ def test_exhaustive_maxsim_and_plaid_agree_on_the_untrained_minilm_colbert(minil
     # A plain model indexes as its untrained 128-d PCA ColBERT, saved with the index so search encodes alike.
     assert manifest.settings["encoder"] == "multivector" and manifest.dims == 128 and manifest.model == "encoder"
     assert manifest.settings["base_model"] == minilm_path and (tmp_path / "idx" / "encoder" / "modules.json").is_file()
+    # Built with colmed's k-means settings (faiss threads = free cores), recorded so the build can be repeated.
+    kmeans = manifest.settings["kmeans"]
+    assert 1 <= kmeans["threads"] <= len(os.sched_getaffinity(0)) and kmeans["niter"] == 4 and kmeans["seed"] == 123
+    assert kmeans["points"] == min(kmeans["sample_embeddings"], 256 * manifest.settings["num_partitions"])
+    assert kmeans["max_points_per_centroid"] == 256 and kmeans["wait_policy"]
+    phases = manifest.stats["phase_seconds"]
+    assert all(phases[p] > 0 for p in ("model_and_pca", "encode", "kmeans", "compress", "ivf", "recall_check"))
     index = load_index(tmp_path / "idx")
     qids = list(dataset.queries)
     texts = [dataset.queries[q] for q in qids]

@@ -1,5 +1,6 @@
 """Fault injection (issue #16): real processes killed with SIGKILL and SIGTERM at several points of
-``colmed index``, ``colmed generate`` and ``colmed study`` (the orchestrator alone included). After each kill: nothing but
+``colmed index``, ``colmed generate`` and ``colmed study`` (the orchestrator alone included, and a stage's own
+children); the trainers' kill tests are in ``tests/test_train_kill.py``. After each kill: nothing but
 resumable state is left; the re-run finishes with every record exactly once and outputs byte-identical to an
 uninterrupted run.
 
@@ -186,6 +187,66 @@ def _lock_is_free(out: Path) -> bool:
 def _study_litter(out: Path) -> list[str]:
     return sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
                   if p.name.endswith((".tmp", ".building", ".lock", ".started", ".partial")) or ".old-" in p.name)
+
+
+# A stage that starts a worker of its own (as a training stage starts data-loader workers, or generation an
+# inference server); the worker notes a SIGTERM (a chance to clean up) before it exits.
+_WORKER = """
+import os, signal, sys, time
+from pathlib import Path
+d = Path(sys.argv[1])
+signal.signal(signal.SIGTERM, lambda *a: (d.joinpath("worker.sigterm").write_text("1"), sys.exit(0)))
+d.joinpath("worker.pid").write_text(str(os.getpid()))
+time.sleep(300)
+"""
+_STAGE = f"""
+import os, subprocess, sys, time
+from pathlib import Path
+Path(sys.argv[1], "stage.pid").write_text(str(os.getpid()))
+subprocess.Popen([sys.executable, "-c", {_WORKER!r}, sys.argv[1]])
+time.sleep(300)
+"""
+# The orchestrator's part of `colmed study`: run_tied, with the CLI's SIGTERM -> exit.
+_ORCHESTRATOR = f"""
+import signal, sys
+from colmed.stages import run_tied
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+run_tied([sys.executable, "-c", {_STAGE!r}, sys.argv[1]])
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # an orphan's zombie waits for a reaper; it runs nothing
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_stages_own_children_die_with_the_orchestrator(tmp_path, sig):
+    """The orchestrator alone is signalled: its stage and the worker the stage started both stop, the worker
+    first getting SIGTERM. (A parent-death signal set on the stage reached only the stage: after `kill -9` of
+    the orchestrator its children kept running.)"""
+    orchestrator = subprocess.Popen([sys.executable, "-c", _ORCHESTRATOR, str(tmp_path)], cwd=ROOT, env=ENV)
+    pids: list[int] = []
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "worker.pid").is_file() and time.time() < deadline:
+            time.sleep(0.05)
+        pids = [int((tmp_path / f"{name}.pid").read_text()) for name in ("stage", "worker")]
+        os.kill(orchestrator.pid, sig)
+        orchestrator.wait(timeout=30)
+        deadline = time.time() + 20
+        while any(map(_alive, pids)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(map(_alive, pids)), "a stage process outlived the orchestrator"
+        assert (tmp_path / "worker.sigterm").is_file(), "the worker was not given SIGTERM first"
+    finally:
+        for pid in [orchestrator.pid, *pids]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

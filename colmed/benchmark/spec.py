@@ -106,6 +106,8 @@ class BenchmarkConfig:
     index_type: str = "flat"
     batch_size: int = 32
     device: str | None = None
+    backend: str | None = None  # dense retrievers' encoder engine (torch, openvino) unless a retriever sets its own
+    quantize: str | None = None  # with backend openvino: int8 (None: fp32)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "BenchmarkConfig":
@@ -131,6 +133,14 @@ class BenchmarkConfig:
 
     def retriever_specs(self) -> list[RetrieverSpec]:
         specs = [RetrieverSpec.parse(r) for r in self.retrievers]
+        if self.backend or self.quantize:  # joins each dense retriever's options, hence its identity and cache key
+            from colmed.bi_encoder.encoder import check_backend
+
+            backend, quantize = check_backend(self.backend, self.quantize)
+            for spec in specs:
+                if spec.kind == "dense" and (backend, quantize) != ("torch", None):  # torch keeps its cached runs
+                    spec.options.setdefault("backend", backend)
+                    spec.options.setdefault("quantize", quantize)
         if not specs:
             raise InputError("no retrievers: give at least one --retriever", field="retriever")
         names = [s.name for s in specs]

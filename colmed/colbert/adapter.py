@@ -63,6 +63,13 @@ from colmed.core.errors import InputError
 # * **Double encoding on small corpora.** When the k-means sample is the whole collection (< ~30k passages)
 #   PLAID encodes every passage twice. :func:`reuse_sample_embeddings` hands the sample's embeddings to the
 #   indexing pass when it asks for exactly the same passages.
+# * **k-means on a busy machine.** colbert-ai's ``compute_faiss_kmeans`` runs faiss with every core. faiss
+#   assigns points in thousands of short OpenMP regions (one BLAS block and one reduction each, a few ms),
+#   and each region waits for its slowest thread: when another process holds one of the cores, every
+#   region waits a scheduler slice for the descheduled thread while the other spins. On 2 cores with other
+#   work running, 2 threads took 2-2.5x the wall time of 1 thread and twice its CPU time (bench/plaid_build.py
+#   ``kmeans``). :func:`faiss_kmeans` runs the same ``faiss.Kmeans`` (same sample, iterations, seed) with
+#   the cores that are free when it starts (:func:`kmeans_threads`) and records what it used.
 #
 # Example:
 #     >>> from colmed.colbert.adapter import torch_extensions_dir
@@ -208,6 +215,100 @@ def reuse_sample_embeddings() -> Iterator[dict[str, int]]:
         cache.clear()
 
 
+def runnable_elsewhere(samples: int = 5, interval: float = 0.05) -> float | None:
+    """Threads of other processes ready to run right now (median of a few reads), or None where unknown.
+
+    Linux's ``/proc/loadavg`` counts runnable threads system-wide at this instant (its 4th field, before
+    the slash); the calling thread is one of them. The 1-minute load average would lag by a minute and
+    count this process's own encoding threads, which have just finished.
+    """
+    import statistics
+    import time
+
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval)
+    return float(statistics.median(counts))
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), not the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def kmeans_threads(requested: int | None = None) -> tuple[int, str]:
+    """The faiss thread count for k-means and why: ``requested`` if given, else the cores free right now.
+
+    Free cores = cores available to this process minus threads of other processes ready to run (at least 1).
+    With every core taken by something else, one thread is the fastest choice: it never waits for a
+    descheduled sibling (see the module notes).
+    """
+    if requested is not None:
+        if requested < 1:
+            raise InputError(f"kmeans_threads must be >= 1, got {requested}", field="kmeans_threads")
+        return requested, "requested"
+    cores = available_cores()
+    others = runnable_elsewhere()
+    if others is None:
+        return cores, f"{cores} cores available, load unknown"
+    free = max(1, min(cores, cores - int(round(others))))
+    return free, f"{cores} cores available, {others:g} threads of other processes runnable"
+
+
+@contextlib.contextmanager
+def faiss_threads(n: int) -> Iterator[None]:
+    """faiss's OpenMP thread count for the block (faiss has its own OpenMP runtime; torch's is untouched)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def omp_wait_policy() -> str:
+    """The OpenMP wait policy faiss's runtime read when it loaded (the environment; libgomp's default: spin
+    briefly, then sleep)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").upper() or "default"
+
+
+def faiss_kmeans(sample: "torch.Tensor", k: int, niter: int, *, threads: int | None = None,
+                 max_points_per_centroid: int = 256, seed: int = 123) -> tuple["torch.Tensor", dict[str, Any]]:
+    """colbert-ai's ``compute_faiss_kmeans`` (same ``faiss.Kmeans`` call and seed) with a chosen thread count.
+
+    Returns the centroids and what was used: ``threads`` (and why), ``points`` (faiss subsamples to
+    ``k * max_points_per_centroid``; 256 is faiss's and so colbert-ai's default), ``niter``, ``wait_policy``
+    and ``seconds``.
+    """
+    import time
+
+    import faiss
+
+    n_threads, reason = kmeans_threads(threads)
+    data = sample.float().numpy()
+    kmeans = faiss.Kmeans(int(data.shape[1]), int(k), niter=int(niter), gpu=torch.cuda.is_available(),
+                          verbose=False, seed=seed, max_points_per_centroid=int(max_points_per_centroid))
+    started = time.perf_counter()
+    with faiss_threads(n_threads):
+        kmeans.train(data)
+    used = {"threads": n_threads, "threads_reason": reason, "niter": int(niter), "k": int(k),
+            "sample_embeddings": int(data.shape[0]),
+            "points": int(min(data.shape[0], k * max_points_per_centroid)),
+            "max_points_per_centroid": int(max_points_per_centroid), "seed": seed,
+            "wait_policy": omp_wait_policy(), "seconds": round(time.perf_counter() - started, 3)}
+    return torch.from_numpy(kmeans.centroids), used
+
+
 def resolve_device(device: str | None) -> str:
     """colbert-ai decides CPU vs GPU at import time from the visible GPUs; check a request against that."""
     has_gpu = torch.cuda.device_count() > 0
@@ -320,10 +421,67 @@ def _encoder_checkpoint(encode_documents: DocumentEncoder | None = None):
     return factory
 
 
+@contextlib.contextmanager
+def _kmeans_hook(threads: int | None, max_points_per_centroid: int) -> Iterator[dict[str, Any]]:
+    """Within the block colbert-ai's indexer trains its centroids with :func:`faiss_kmeans`; yields what it used."""
+    import colbert.indexing.collection_indexer as collection_indexer
+
+    used: dict[str, Any] = {}
+
+    def compute_faiss_kmeans(dim, num_partitions, kmeans_niters, shared_lists, return_value_queue=None):
+        centroids, settings = faiss_kmeans(shared_lists[0][0], num_partitions, kmeans_niters, threads=threads,
+                                           max_points_per_centroid=max_points_per_centroid)
+        used.update(settings)
+        if return_value_queue is not None:
+            return_value_queue.put(centroids)
+        return centroids
+
+    with _patched(collection_indexer, "compute_faiss_kmeans", compute_faiss_kmeans):
+        yield used
+
+
+@contextlib.contextmanager
+def _phase_timer() -> Iterator[dict[str, float]]:
+    """Seconds spent in each of colbert-ai's indexing phases within the block.
+
+    ``encode`` (every ``encode_passages`` call, sample included), ``kmeans``, ``compress`` (the codec's
+    residual statistics and compressing each chunk) and ``ivf`` (``finalize``: the centroid -> passage lists).
+    """
+    import time
+
+    from colbert.indexing.codecs.residual import ResidualCodec
+    from colbert.indexing.collection_encoder import CollectionEncoder
+    from colbert.indexing.collection_indexer import CollectionIndexer
+    import colbert.indexing.collection_indexer as collection_indexer
+
+    seconds = {"encode": 0.0, "kmeans": 0.0, "compress": 0.0, "ivf": 0.0}
+
+    def timed(phase, function):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[phase] += time.perf_counter() - started
+        return wrapper
+
+    targets = [(CollectionEncoder, "encode_passages", "encode"),
+               (collection_indexer, "compute_faiss_kmeans", "kmeans"),
+               (CollectionIndexer, "_compute_avg_residual", "compress"), (ResidualCodec, "compress", "compress"),
+               (CollectionIndexer, "finalize", "ivf")]
+    with contextlib.ExitStack() as stack:
+        for owner, name, phase in targets:
+            stack.enter_context(_patched(owner, name, timed(phase, getattr(owner, name))))
+        yield seconds
+    for phase in seconds:
+        seconds[phase] = round(seconds[phase], 3)
+
+
 def build_plaid(checkpoint: str, passages: list[str], index_path: Path, *, nbits: int, doc_maxlen: int,
                 index_bsize: int, scratch: Path, kmeans_niters: int = 4, log: io.TextIOBase | None = None,
                 reuse_sample_encodings: bool = True, encode_documents: DocumentEncoder | None = None,
-                dim: int | None = None, query_maxlen: int | None = None) -> dict[str, Any]:
+                dim: int | None = None, query_maxlen: int | None = None, kmeans_threads: int | None = None,
+                kmeans_max_points_per_centroid: int = 256) -> dict[str, Any]:
     """Build a PLAID index of ``passages`` (pid = list position) at ``index_path`` (must not exist).
 
     ``encode_documents`` (texts -> one ``(tokens, dim)`` tensor each; ``dim`` and ``query_maxlen`` given
@@ -332,6 +490,9 @@ def build_plaid(checkpoint: str, passages: list[str], index_path: Path, *, nbits
     colbert-ai checkpoint ``checkpoint`` (its markers, [MASK] expansion and ``doc_maxlen``).
     ``reuse_sample_encodings=False`` keeps colbert-ai's upstream behaviour (encode the k-means sample, then
     encode everything again); it exists to measure the saving.
+    ``kmeans_threads`` (default: the cores free when k-means starts) and ``kmeans_max_points_per_centroid``
+    (faiss's subsample cap) go to :func:`faiss_kmeans`; the returned ``kmeans`` dict records what was used,
+    ``phase_seconds`` where the time went.
     """
     index_path = Path(index_path)
     if index_path.exists():
@@ -349,12 +510,15 @@ def build_plaid(checkpoint: str, passages: list[str], index_path: Path, *, nbits
         reuse = reuse_sample_embeddings() if reuse_sample_encodings else _count_encodings()
         hooked = (_patched(collection_indexer, "Checkpoint", _encoder_checkpoint(encode_documents))
                   if encode_documents is not None else contextlib.nullcontext())
-        with _quiet(log), reuse as counters, hooked:
+        # The k-means hook goes on before the timer so the timer wraps colmed's k-means, not colbert-ai's.
+        with _quiet(log), reuse as counters, hooked, \
+                _kmeans_hook(kmeans_threads, kmeans_max_points_per_centroid) as kmeans, _phase_timer() as phases:
             indexer = Indexer(checkpoint=str(checkpoint), config=config, verbose=1)
             indexer.index(name=index_path.name, collection=list(passages), overwrite=False)
             index_config = indexer.config
     return {"encoded_passages": counters["encoded_passages"], "reused_sample_encodings": counters["hits"],
-            "query_maxlen": index_config.query_maxlen, "dim": index_config.dim}
+            "query_maxlen": index_config.query_maxlen, "dim": index_config.dim, "kmeans": kmeans,
+            "phase_seconds": phases}
 
 
 @contextlib.contextmanager

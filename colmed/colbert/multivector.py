@@ -79,15 +79,55 @@ def checkpoint_kind(name_or_path: str | Path) -> str:
     return "unknown"
 
 
-def load_colbert(name_or_path: str | Path, device: str | None = None):
-    """Load a ColBERT checkpoint (MultiVectorEncoder, PyLate or Stanford) as a ``MultiVectorEncoder``."""
+def load_colbert(name_or_path: str | Path, device: str | None = None, backend: str | None = "torch",
+                 quantize: str | None = None):
+    """Load a ColBERT checkpoint (MultiVectorEncoder, PyLate or Stanford) as a ``MultiVectorEncoder``, its
+    transformer on ``backend`` (``torch``, or ``openvino`` in fp32 or ``quantize="int8"``: see
+    :func:`use_encoder_backend`)."""
     from sentence_transformers import MultiVectorEncoder
 
+    from colmed.bi_encoder.encoder import check_backend
+
+    backend, quantize = check_backend(backend, quantize)
     try:
-        return MultiVectorEncoder(str(name_or_path), device=device)
+        model = MultiVectorEncoder(str(name_or_path), device="cpu" if backend != "torch" else device)
     except (OSError, ValueError) as e:
         raise InputError(f"cannot load ColBERT model ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
                          path=name_or_path, field="model") from None
+    use_encoder_backend(model, backend, quantize)
+    return model
+
+
+def use_encoder_backend(model, backend: str | None = "torch", quantize: str | None = None,
+                        cache_dir: str | Path | None = None) -> dict:
+    """Run a loaded ColBERT's transformer on ``backend``: :func:`colmed.bi_encoder.encoder.use_backend`, the
+    export cached by the weights' content; int8 is calibrated on the bundled sample passages and queries
+    encoded with the model's own conventions (markers, lengths, query expansion). Returns what to record
+    (:func:`encoder_backend` says it again later); MaxSim, projection and normalisation stay in torch.
+    """
+    from colmed.bi_encoder.encoder import use_backend
+
+    return use_backend(model, backend, quantize, cache_dir=cache_dir,
+                       calibration_id=json.dumps(conventions(model), sort_keys=True, default=str))
+
+
+def encoder_backend(model) -> dict:
+    """``{"backend", "quantization", ...}`` the model's transformer runs on, for manifests
+    (:func:`colmed.bi_encoder.encoder.manifest_record`).
+
+    Example:
+        >>> encoder_backend([])  # a model with no Transformer module runs on nothing else
+        {'backend': 'torch', 'quantization': None}
+    """
+    from sentence_transformers.base.modules import Transformer
+
+    from colmed.bi_encoder.encoder import manifest_record
+
+    transformer = next((m for m in model if isinstance(m, Transformer)), None)
+    record = getattr(getattr(transformer, "model", None), "record", None)
+    if not isinstance(record, dict):
+        return {"backend": "torch", "quantization": None}
+    return manifest_record(record)
 
 
 def _base_transformer(base: str, query_length: int, document_length: int):
@@ -269,5 +309,5 @@ class ExhaustiveMaxSim:
 
 
 __all__ = ["DEFAULT_DIM", "DEFAULT_DOCUMENT_LENGTH", "DEFAULT_QUERY_LENGTH", "ExhaustiveMaxSim", "checkpoint_kind",
-           "colbert_from_base", "conventions", "encode_documents", "encode_queries", "load_colbert",
-           "pca_projection", "query_token_limit", "set_document_length", "set_query_length"]
+           "colbert_from_base", "conventions", "encode_documents", "encode_queries", "encoder_backend", "load_colbert",
+           "pca_projection", "query_token_limit", "set_document_length", "set_query_length", "use_encoder_backend"]

@@ -16,6 +16,9 @@ On disk::
                              document conventions included); README.md model card; manifest.json
     <out>.checkpoints/       resumable trainer checkpoints (removed after success unless keep_checkpoints)
 
+As for the dense family: one writer per ``out`` for the whole run, and a run killed at any point resumes with
+``--resume`` from its newest complete checkpoint to the same model bytes as an uninterrupted run.
+
 Example (not run as a doctest: training takes minutes; ``tests/test_colbert_multivector.py`` trains a
 tiny model end to end):
     >>> from colmed.colbert.training import ColbertTrainingConfig, train_colbert
@@ -31,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,7 @@ from colmed.bi_encoder.config import TrainingConfig
 from colmed.bi_encoder.dev_eval import RetrievalEvaluator
 from colmed.core import config as config_io
 from colmed.core.errors import InputError
-from colmed.core.io import atomic_directory, write_json
+from colmed.core.io import atomic_directory, check_output, write_json
 from colmed.data.datasets import RetrievalDataset
 
 logger = logging.getLogger(__name__)
@@ -266,11 +268,14 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
     from sentence_transformers import MultiVectorEncoderTrainer, MultiVectorEncoderTrainingArguments
 
     from colmed.bi_encoder.data import TripletTrainingData
-    from colmed.bi_encoder.train import _open_run, _record_start, _resolve_precision, training_arguments
+    from colmed.bi_encoder.train import (_record_start, _resolve_precision, discard_checkpoints, model_card_restorer,
+                                         open_run, run_inputs, training_arguments)
     from colmed.colbert.multivector import colbert_from_base, conventions
 
     config.validate()
-    out, ckpt_dir, last_checkpoint = _open_run(config, resume=resume, overwrite=overwrite)
+    # Refused before loading; inputs read before anything is written (open_run below takes the lock and prepares
+    # the checkpoints), so a bad argument leaves nothing behind.
+    check_output(config.out, overwrite, kind="model", inputs=run_inputs(config))
     if config.split != "train":
         raise InputError("only the 'train' split of the triplets is trained on (dev records evaluate)", field="split")
     nway = config.nway or auto_nway(config.triplets, config.split)
@@ -292,50 +297,55 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
 
     dev = _dev_set(config, data)
     evaluator = MaxSimRetrievalEvaluator(dev, batch_size=config.batch_size) if dev is not None else None
-    base_dev = _record_start(config, ckpt_dir, model, evaluator, resuming=last_checkpoint is not None)
-
     precision = _resolve_precision(config.precision, torch)
-    args = training_arguments(config, ckpt_dir, num_rows=len(train), precision=precision,
-                              best_metric=f"eval_dev_{evaluator.metrics[0]}" if evaluator is not None else None,
-                              arguments_class=MultiVectorEncoderTrainingArguments,
-                              disable_tqdm=not progress)
-    trainer = MultiVectorEncoderTrainer(model=model, args=args, train_dataset=train, loss=build_loss(model, config),
-                                        evaluator=evaluator, callbacks=callbacks)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
-    seconds = time.perf_counter() - started
-    losses = [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
-    manifest: dict[str, Any] = {}
-    if trainer.is_world_process_zero():
-        from colmed.core.provenance import run_manifest
+    with open_run(config, resume=resume, overwrite=overwrite) as (out, ckpt_dir, last_checkpoint):
+        base_dev = _record_start(config, ckpt_dir, model, evaluator, resuming=last_checkpoint is not None)
 
-        manifest = run_manifest(
-            config.to_dict() | {"nway": nway}, packages=("datasets", "accelerate"),
-            kind="colmed-colbert",
-            model_class="MultiVectorEncoder",
-            base_model=config.base_model,
-            conventions=conventions(model),
-            start_conventions=start_conventions,
-            loss={"name": "distill_kl" if config.distill else config.loss, "scale": config.scale,
-                  "temperature": config.temperature, "negatives_per_query": nway - 1,
-                  "in_batch_negatives": not config.distill},
-            precision=precision,
-            data={**data.source, "stats": data.stats, "examples": len(train)},
-            metrics={"base_dev": base_dev, "best_dev": trainer.state.best_metric,
-                     "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
-                     if trainer.state.best_model_checkpoint else None,
-                     "dev_history": [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]},
-            training_seconds=round(seconds, 2),
-            steps=trainer.state.global_step,
-            final_loss=losses[-1][1] if losses else None,
-            loss_curve=losses,
-        )
-        inputs = [config.triplets, config.base_model if Path(config.base_model).exists() else None]
-        with atomic_directory(out, overwrite=overwrite, kind="model", inputs=inputs) as tmp:
-            model.save(str(tmp))
-            write_json(tmp / "manifest.json", manifest)
-        if not config.keep_checkpoints:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        args = training_arguments(config, ckpt_dir, num_rows=len(train), precision=precision,
+                                  best_metric=f"eval_dev_{evaluator.metrics[0]}" if evaluator is not None else None,
+                                  arguments_class=MultiVectorEncoderTrainingArguments,
+                                  disable_tqdm=not progress)
+        if last_checkpoint is not None:
+            callbacks = [*(callbacks or []), model_card_restorer(evaluator, base_dev)]
+        trainer = MultiVectorEncoderTrainer(model=model, args=args, train_dataset=train,
+                                            loss=build_loss(model, config), evaluator=evaluator, callbacks=callbacks)
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
+        seconds = time.perf_counter() - started
+        losses = [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
+        dev_history = [h for h in trainer.state.log_history if any(k.startswith("eval_") for k in h)]
+        manifest: dict[str, Any] = {}
+        if trainer.is_world_process_zero():
+            from colmed.core.provenance import run_manifest
+
+            manifest = run_manifest(
+                config.to_dict() | {"nway": nway}, packages=("datasets", "accelerate"),
+                kind="colmed-colbert",
+                model_class="MultiVectorEncoder",
+                base_model=config.base_model,
+                conventions=conventions(model),
+                start_conventions=start_conventions,
+                loss={"name": "distill_kl" if config.distill else config.loss, "scale": config.scale,
+                      "temperature": config.temperature, "negatives_per_query": nway - 1,
+                      "in_batch_negatives": not config.distill},
+                precision=precision,
+                data={**data.source, "stats": data.stats, "examples": len(train)},
+                metrics={"base_dev": base_dev, "best_dev": trainer.state.best_metric,
+                         "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
+                         if trainer.state.best_model_checkpoint else None,
+                         "dev_history": dev_history},
+                training_seconds=round(seconds, 2),
+                steps=trainer.state.global_step,
+                final_loss=losses[-1][1] if losses else None,
+                loss_curve=losses,
+                resumed_from=last_checkpoint.name if last_checkpoint else None,
+            )
+            with atomic_directory(out, overwrite=overwrite, kind="model", inputs=run_inputs(config),
+                                  locked=True) as tmp:
+                model.save(str(tmp))
+                write_json(tmp / "manifest.json", manifest)
+            if not config.keep_checkpoints:
+                discard_checkpoints(ckpt_dir)
     return manifest
 
 

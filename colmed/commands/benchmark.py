@@ -32,8 +32,12 @@ import click
               help="Dense retrievers: faiss index type (default flat = exact).")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--device", default=None)
+@click.option("--backend", type=click.Choice(["torch", "openvino"]), default=None,
+              help="Dense retrievers: encoder engine [torch]; openvino needs colmed[openvino].")
+@click.option("--quantize", type=click.Choice(["none", "bf16", "int8"]), default=None,
+              help="Dense retrievers, --backend openvino: int8, bf16 or none (fp32) [none].")
 def command(retrievers, suite, datasets, data_dir, baseline, check_published, tolerance, out, cache_dir, config_path, k,
-            stat_test, bootstrap_resamples, index_type, batch_size, device):
+            stat_test, bootstrap_resamples, index_type, batch_size, device, backend, quantize):
     """Evaluate retrievers on a suite: MedEmbed-style tables (nDCG@10 with 95% CIs, Recall@100, MRR@10),
     Holm-corrected significance against a baseline, CSV/JSON/PNG and a manifest. Indexes and runs are
     cached in <out>/cache (or --cache-dir), so adding a retriever only computes the new one.
@@ -50,7 +54,7 @@ def command(retrievers, suite, datasets, data_dir, baseline, check_published, to
     overrides = dict(retrievers=list(retrievers), suite=suite, datasets=list(datasets), data_dir=data_dir,
                      baseline=baseline, check_published=check_published, tolerance=tolerance, out=out, cache_dir=cache_dir, k=k,
                      stat_test=stat_test, bootstrap_resamples=bootstrap_resamples, index_type=index_type,
-                     batch_size=batch_size, device=device)
+                     batch_size=batch_size, device=device, backend=backend, quantize=quantize)
     if config_path:
         config = BenchmarkConfig.from_yaml(config_path, **overrides)
     else:

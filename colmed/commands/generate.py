@@ -10,6 +10,10 @@ Examples::
     colmed generate --notes ../shared/notes/mtsamples.jsonl --out runs/mt-llm --generator llm \\
         --backend transformers --model runs/models/qwen --gguf-file qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 
+    # the same GGUF run natively by llama.cpp (pip install 'colmed[llamacpp]'): the fast CPU path
+    colmed generate --notes ../shared/notes/mtsamples.jsonl --out runs/mt-llm --generator llm --backend llamacpp \\
+        --model runs/models/qwen/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf --prompts medembed-lean
+
     # any OpenAI-compatible server (vllm serve ...), 4 machines, then merge
     colmed generate ... --backend openai --base-url http://host:8000/v1 --model Qwen/Qwen2.5-7B-Instruct --shard 0/4
     colmed generate --merge-shards --out runs/big
@@ -41,9 +45,11 @@ _RENAMES = {"negatives": "num_negatives", "prompts_file": "prompts"}
 @click.option("--generator", type=click.Choice(["inverse_cloze", "cropping", "llm"]),
               help="Query generator [inverse_cloze]. The LLM-free ones are weaker than an LLM.")
 @click.option("--queries-per-note", type=int, help="Queries per passage [1].")
-@click.option("--backend", type=click.Choice(["transformers", "openai", "vllm"]), help="LLM backend [transformers].")
-@click.option("--model", help="LLM: local path or hub name (for openai: the served model name).")
-@click.option("--gguf-file", help="GGUF file name inside --model (transformers backend).")
+@click.option("--backend", type=click.Choice(["transformers", "llamacpp", "openai", "vllm"]),
+              help="LLM backend [transformers]. llamacpp: a local GGUF run natively (fastest on CPU; colmed[llamacpp]).")
+@click.option("--model", help="LLM: local path or hub name (llamacpp: a .gguf file or its folder; openai: the "
+                             "served model name).")
+@click.option("--gguf-file", help="GGUF file name inside the --model folder (transformers, llamacpp).")
 @click.option("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")
 @click.option("--api-key-env", help="Environment variable holding the API key [OPENAI_API_KEY].")
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), help="Prompt template YAML, or a bundled one: medembed (default) or medembed-lean (no evidence spans; for small CPU models).")
@@ -53,6 +59,7 @@ _RENAMES = {"negatives": "num_negatives", "prompts_file": "prompts"}
 @click.option("--concurrency", type=int, help="Concurrent requests (openai backend) [8].")
 @click.option("--tensor-parallel-size", type=int, help="vllm backend: GPUs per model [1].")
 @click.option("--device", help="torch device for local models [auto].")
+@click.option("--threads", type=int, help="llamacpp backend: CPU threads [every core this process may use].")
 @click.option("--min-relevance", type=float, help="Drop LLM queries the LLM itself rated below this (1-5) [3].")
 @click.option("--round-trip-k", type=int, help="Keep a query only if its passage ranks in the miner's top-k [off].")
 @click.option("--miner", type=click.Choice(["bm25", "dense", "none"]), help="Hard-negative miner [bm25].")
@@ -70,11 +77,20 @@ _RENAMES = {"negatives": "num_negatives", "prompts_file": "prompts"}
 @click.option("--merge-shards", is_flag=True, help="Merge the finished shard-*-of-* folders under --out.")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace a finished output (or a mismatched unfinished one).")
 @click.option("--no-progress", is_flag=True, default=False, help="No progress bars.")
+@click.option("--ray", "use_ray", is_flag=True, default=False,
+              help="Generate the LLM queries on Ray Data (a local Ray on this machine's CPUs, or the cluster "
+                   "RAY_ADDRESS names; --backend vllm: ray.data.llm on GPUs), then mine here (colmed[ray]).")
+@click.option("--ray-replicas", type=int, default=1, show_default=True, help="--ray: backend replicas (actors).")
+@click.option("--ray-cpus-per-replica", type=int, default=None,
+              help="--ray: CPUs per replica [a local Ray: the cores shared out over the replicas].")
+@click.option("--ray-queries", type=click.Path(file_okay=False), default=None,
+              help="--ray: folder of the generated queries (reused by a rerun) [<out>-queries].")
 @click.option("--labelled", default=None,
               help="Instead of notes: a BEIR folder/hub name whose judged --labelled-split pairs become the "
                    "positives (supervised data on the same footing as synthetic).")
 @click.option("--labelled-split", default="train", show_default=True, help="Split of --labelled.")
-def command(config_path, merge_shards, no_progress, labelled, labelled_split, **flags):
+def command(config_path, merge_shards, no_progress, labelled, labelled_split, use_ray, ray_replicas,
+            ray_cpus_per_replica, ray_queries, **flags):
     """Generate synthetic triplets from clinical notes (resumable; see the module docs)."""
     from colmed.data_gen.config import GenerateConfig
     from colmed.data_gen.pipeline import TripletPipeline, merge_shards as merge
@@ -102,7 +118,12 @@ def command(config_path, merge_shards, no_progress, labelled, labelled_split, **
         click.echo(json.dumps(manifest["counts"]["records"]))
         return
     cfg = GenerateConfig.from_yaml(config_path, **overrides) if config_path else GenerateConfig(**overrides)
-    manifest = TripletPipeline(cfg).run()
+    if use_ray:
+        from colmed.data_gen.ray_pipeline import run_with_ray
+
+        manifest = run_with_ray(cfg, ray_queries, replicas=ray_replicas, num_cpus_per_replica=ray_cpus_per_replica)
+    else:
+        manifest = TripletPipeline(cfg).run()
     c = manifest["counts"]
     click.echo(f"wrote {c['records']['total']} triplets ({c['records']['train']} train, {c['records']['dev']} dev) "
                f"to {TripletPipeline(cfg).out}; filters: {json.dumps(c['filters'])}; "

@@ -9,7 +9,8 @@ BM25_METHODS = ("robertson", "lucene", "bm25l", "bm25+", "atire")  # bm25s' vari
 RETRIEVER_OPTIONS = {
     "model": ("dense", "colbert"), "batch_size": ("dense", "colbert"), "device": ("dense", "colbert"),
     "index_type": ("dense",), "query_prompt": ("dense",), "document_prompt": ("dense",),
-    "max_seq_length": ("dense",), "nbits": ("colbert",), "doc_maxlen": ("colbert",),
+    "max_seq_length": ("dense",), "backend": ("dense",), "quantize": ("dense",),
+    "nbits": ("colbert",), "doc_maxlen": ("colbert",),
     "k1": ("bm25",), "b": ("bm25",), "method": ("bm25",), "stopwords": ("bm25",), "stemmer": ("bm25",),
 }
 
@@ -31,6 +32,11 @@ RETRIEVER_OPTIONS = {
 @click.option("--max-seq-length", type=int, default=None, help="Dense: truncate documents to this many tokens.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA when available).")
+@click.option("--backend", type=click.Choice(["torch", "openvino"]), default=None,
+              help="Dense: encoder engine [torch]; openvino needs colmed[openvino]. Searches reuse it.")
+@click.option("--quantize", type=click.Choice(["none", "bf16", "int8"]), default=None,
+              help="Dense, --backend openvino: int8 (NNCF static quantisation), bf16 (CPUs with AMX/AVX512-BF16) "
+                   "or none (fp32) [none].")
 @click.option("--k1", type=float, default=None, help="BM25: term-frequency saturation [1.5].")
 @click.option("--b", "b", type=float, default=None, help="BM25: document-length normalisation, 0..1 [0.75].")
 @click.option("--method", type=click.Choice(BM25_METHODS), default=None, help="BM25: bm25s variant [lucene].")
@@ -41,13 +47,15 @@ RETRIEVER_OPTIONS = {
 @click.option("--verify", "verify_dir", default=None, type=click.Path(),
               help="Check an existing index directory's files against its manifest (sizes and sha256); build nothing.")
 def command(kind, dataset, split, model, out, overwrite, index_type, query_prompt, document_prompt, nbits,
-            doc_maxlen, max_seq_length, batch_size, device, verify_dir, k1, b, method, stopwords, stemmer):
+            doc_maxlen, max_seq_length, batch_size, device, backend, quantize, verify_dir, k1, b, method, stopwords,
+            stemmer):
     """Build an index on disk (atomically; refuses to overwrite without --overwrite).
 
     \b
     colmed index --retriever bm25 --dataset ../shared/beir/nfcorpus --out idx/nfcorpus-bm25
     colmed index --retriever bm25 --k1 0.9 --b 0.4 --method robertson --dataset ... --out idx/nf-bm25-anserini
     colmed index --retriever dense --dataset BeIR/nfcorpus --model BAAI/bge-small-en-v1.5 --out idx/nf-bge
+    colmed index --retriever dense --backend openvino --quantize int8 --dataset ... --model ... --out idx/nf-int8
     colmed index --retriever colbert --dataset ../shared/beir/nfcorpus --model ckpt/ --nbits 2 --out idx/nf-plaid
 
     Benchmark an index as built (no re-encoding): colmed benchmark --retriever NAME=index:DIR --dataset ...
@@ -77,6 +85,10 @@ def command(kind, dataset, split, model, out, overwrite, index_type, query_promp
     _refuse_options_of_other_retrievers(click.get_current_context(), kind)
     if kind != "bm25" and not model:
         raise InputError(f"--retriever {kind} needs --model (hub name or local path)", field="model")
+    if backend or quantize:
+        from colmed.bi_encoder.encoder import check_backend
+
+        check_backend(backend, quantize)  # a missing extra is one line now, not after the corpus is read
     from colmed.data.datasets import load_dataset
     from colmed.indexes.base import build_index
 
@@ -85,7 +97,7 @@ def command(kind, dataset, split, model, out, overwrite, index_type, query_promp
                             progress=progress_wanted()),
                "dense": dict(model=model, index_type=index_type, query_prompt=query_prompt,
                              document_prompt=document_prompt, batch_size=batch_size, device=device,
-                             max_seq_length=max_seq_length),
+                             max_seq_length=max_seq_length, backend=backend, quantize=quantize),
                "colbert": dict(model=model, nbits=nbits, batch_size=batch_size, device=device,
                                **({"doc_maxlen": doc_maxlen} if doc_maxlen else {}))}[kind]
     info(f"indexing {len(ds.corpus):,} documents of {ds.name} with {kind} ...")

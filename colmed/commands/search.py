@@ -16,7 +16,11 @@ import click
 @click.option("--device", default=None)
 @click.option("--query-maxlen", type=int, default=None,
               help="ColBERT: query tokens read [a registered benchmark's protocol (ArguAna: 300), else the model's].")
-def command(index_dir, queries, split, query_text, k, out, batch_size, device, query_maxlen):
+@click.option("--backend", type=click.Choice(["torch", "openvino"]), default=None,
+              help="Dense: encode queries on this engine [the one the index was built with]; recorded in the run.")
+@click.option("--quantize", type=click.Choice(["none", "bf16", "int8"]), default=None,
+              help="Dense: query encoder precision, int8, bf16 or none (fp32), on openvino [the index's].")
+def command(index_dir, queries, split, query_text, k, out, batch_size, device, query_maxlen, backend, quantize):
     """Search an index with a query set (writes --out) or one --query (prints hits).
 
     \b
@@ -44,13 +48,25 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
     status(ann_recall_line(manifest))  # approximate indexes say what they cost
     if query_maxlen is not None and manifest.kind != "colbert":
         raise InputError(f"--query-maxlen applies to colbert indexes; {index_dir} is a {manifest.kind} index")
+    encoder_options = {}
+    if backend or quantize:
+        if manifest.kind != "dense":
+            raise InputError(f"--backend/--quantize apply to dense indexes; {index_dir} is a {manifest.kind} index",
+                             field="--backend")
+        from colmed.indexes.dense import query_backend
+
+        encoder_options = dict(zip(("backend", "quantize"), query_backend(manifest, backend, quantize)))
+        from colmed.bi_encoder.encoder import check_backend
+
+        check_backend(**encoder_options)
     loaded = load_queries(queries, split) if queries is not None else None
     if query_maxlen is None and loaded is not None and loaded[1].get("dataset"):
         from colmed.benchmark.datasets import dataset_search_options
 
         # A registered benchmark's protocol, as `colmed benchmark` applies it (ArguAna: 300 ColBERT query tokens).
         query_maxlen = dataset_search_options(manifest.kind, loaded[1]["dataset"]).get("query_maxlen")
-    retriever = load_index(index_dir, device=device, **({"query_maxlen": query_maxlen} if query_maxlen else {}))
+    retriever = load_index(index_dir, device=device, **({"query_maxlen": query_maxlen} if query_maxlen else {}),
+                           **encoder_options)
     if query_text is not None:
         hits = retriever.search({"q": query_text}, k=k)["q"]
         ids, titles = read_docs(index_dir)
@@ -60,6 +76,10 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
         for rank, (did, score) in enumerate(trec_eval_ranking(hits), start=1):
             click.echo(f"{rank:>3}  {score:9.4f}  {did}  {title_of.get(did, '')[:90]}")
         return
-    info = search_loaded_to_trec(retriever, manifest, *loaded, out, k=k, batch_size=batch_size,
-                                 extra={"search_options": {"query_maxlen": query_maxlen}} if query_maxlen else None)
+    extra = {"search_options": {"query_maxlen": query_maxlen}} if query_maxlen else {}
+    if encoder_options:  # queries encoded on another engine than the documents: the run says so
+        from colmed.bi_encoder.encoder import manifest_record
+
+        extra["query_encoder"] = manifest_record(retriever.encoder.backend)
+    info = search_loaded_to_trec(retriever, manifest, *loaded, out, k=k, batch_size=batch_size, extra=extra or None)
     click.echo(f"wrote {out} ({info['queries']} queries, {info['qps']:.1f} queries/s; {ann_recall_line(manifest)})")

@@ -120,6 +120,7 @@ OUTPUT_KINDS: dict[str, tuple[str, ...]] = {
     "model": ("colmed-bi-encoder", "colmed-colbert", "colbert-checkpoint"),
     "benchmark": ("colmed-benchmark",),
     "study": ("colmed-study",),
+    "queries": ("colmed-queries",),  # LLM queries generated on Ray (colmed.data_gen.ray_pipeline)
 }
 _STUDY_MARKER = "study_config.json"
 

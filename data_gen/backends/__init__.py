@@ -1,6 +1,10 @@
 """LLM backends behind one small interface (:class:`~colmed.data_gen.backends.base.LLMBackend`).
 
-* ``transformers``: a local causal LM through ``generate`` (CPU-capable; GGUF via ``gguf_file``);
+* ``transformers``: a local causal LM through ``generate`` (CPU-capable; GGUF via ``gguf_file``, de-quantised
+  to a float torch model);
+* ``llamacpp``: a local GGUF file run natively by llama.cpp (the fast CPU path: prompt-prefix KV reuse, JSON
+  schema enforced by grammar; optional extra ``colmed[llamacpp]``). The same file served by
+  ``python -m llama_cpp.server`` also works through ``openai`` (see ``data_gen/README.md``);
 * ``openai``: any OpenAI-compatible ``/chat/completions`` endpoint (``vllm serve``, llama.cpp, ...);
 * ``vllm``: offline batched ``vllm.LLM`` with structured JSON output (optional extra: ``colmed[vllm]``).
 """
@@ -15,6 +19,9 @@ def make_backend(config) -> LLMBackend:
     if config.backend == "transformers":
         from colmed.data_gen.backends.transformers_backend import TransformersBackend
         return TransformersBackend(config.model, gguf_file=config.gguf_file, device=config.device)
+    if config.backend == "llamacpp":
+        from colmed.data_gen.backends.llamacpp_backend import LlamaCppBackend
+        return LlamaCppBackend(config.gguf_path(), n_threads=config.threads)  # a checked local file
     if config.backend == "openai":
         import os
 
