@@ -120,7 +120,8 @@ def quality(encoders: dict, dataset) -> dict:
         index = DenseIndex(make_faiss_index(vectors[name], "flat"), ids, enc)
         runs[name] = index.search(dataset.queries, k=100)
         metrics = evaluate_run(dataset, runs[name], metrics=["ndcg@10", "recall@100"])
-        out[name] = {"ndcg@10": round(float(metrics["ndcg@10"]), 5), "recall@100": round(float(metrics["recall@100"]), 5),
+        out[name] = {"ndcg@10": round(float(metrics["ndcg@10"]), 5),
+                     "recall@100": round(float(metrics["recall@100"]), 5),
                      "corpus_encode_seconds": round(encode_s, 1), "corpus_docs_per_s": round(len(texts) / encode_s, 2)}
         print(f"{name}: nDCG@10 {out[name]['ndcg@10']:.4f} ({encode_s:.0f} s for {len(texts)} docs)", file=sys.stderr)
     if "torch" in vectors:

@@ -123,6 +123,55 @@ def passages_and_corpus(notes_path: str, n: int, corpus_notes: int, seed: int = 
     return passages, corpus, per_note
 
 
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def summarise(rows: dict[str, list[dict]], ready: dict, queries: int, per_note: float) -> dict:
+    summary = {}
+    for v, rs in rows.items():
+        if not rs:
+            continue
+        secs = [r["seconds"] for r in rs]
+        prompt, completion = sum(r["prompt_tokens"] for r in rs), sum(r["completion_tokens"] for r in rs)
+        qs = [q for r in rs for q in r["queries"]]
+        asked = len(rs) * queries
+        s = {"passages": len(rs), "load_seconds": ready[v]["ready"], "seconds_per_passage": statistics.mean(secs),
+             "median_seconds_per_passage": statistics.median(secs),
+             "seconds_per_note": statistics.mean(secs) * per_note, "passages_per_second": len(rs) / sum(secs),
+             "prompt_tokens_per_passage": prompt / len(rs), "completion_tokens_per_passage": completion / len(rs),
+             "retries": sum(r["retries"] for r in rs), "passages_parsed": sum(1 for r in rs if r["queries"]) / len(rs),
+             "queries": len(qs), "queries_requested": asked,
+             "queries_pass_filters": sum(q["filter"] is None for q in qs) / asked,
+             "queries_pass_filters_and_round_trip": sum(q["filter"] is None and q["round_trip"] for q in qs) / asked}
+        perf = [r["perf"] for r in rs]
+        if v == "transformers":
+            s["prefill_tokens_per_second"] = (sum(x["prefill_tokens"] for x in perf)
+                                              / sum(x["prefill_ms"] for x in perf) * 1000)
+            s["decode_tokens_per_second_est"] = completion / (sum(secs) - sum(x["prefill_ms"] for x in perf) / 1000)
+        else:
+            s["extra_buffer_types"] = ready[v].get("extra_buffer_types")
+            s["prompt_eval_tokens_per_passage"] = sum(x["prompt_eval_tokens"] for x in perf) / len(rs)
+            s["prompt_eval_tokens_per_second"] = (sum(x["prompt_eval_tokens"] for x in perf)
+                                                  / sum(x["prompt_eval_ms"] for x in perf) * 1000)
+            s["decode_tokens_per_second"] = (sum(x["decode_tokens"] for x in perf)
+                                             / sum(x["decode_ms"] for x in perf) * 1000)
+        summary[v] = s
+    base = summary.get("transformers")
+    if base:
+        common = {r["passage_id"] for r in rows["transformers"]}
+        for v, s in summary.items():  # on the passages both finished
+            t = sum(r["seconds"] for r in rows["transformers"] if r["passage_id"] in common)
+            o = sum(r["seconds"] for r in rows[v] if r["passage_id"] in common)
+            s["speedup_vs_transformers"] = t / o if o else None
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gguf", default="/work/models/qwen/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
@@ -159,6 +208,7 @@ def main() -> None:
         ready[v] = json.loads(workers[v].stdout.readline())
         print(f"{v}: loaded in {ready[v]['ready']} s", file=sys.stderr, flush=True)
     rows: dict[str, list[dict]] = {v: [] for v in variants}
+    started = time.time()
     for i, p in enumerate(passages):
         for v in variants[i % len(variants):] + variants[:i % len(variants)]:
             workers[v].stdin.write(json.dumps({"passage_id": p.passage_id, "note_id": p.note_id,
@@ -171,45 +221,18 @@ def main() -> None:
                 q["round_trip"] = p.passage_id in top
             rows[v].append({"passage_id": p.passage_id, **r})
             print(f"passage {i} {v}: {r['seconds']:.1f} s, {len(r['queries'])} queries", file=sys.stderr, flush=True)
+        # written after every passage: a run cut short keeps what it measured
+        out = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), "machine": os.uname().nodename,
+               "cores": os.cpu_count(), "loadavg": os.getloadavg(), "llama_cpp_version": _version("llama-cpp-python"),
+               "passages_done": i + 1, "passages": [q.passage_id for q in passages[:i + 1]],
+               "mean_passages_per_note": per_note, "wall_seconds": time.time() - started,
+               "summary": summarise(rows, ready, args.queries, per_note), "rows": rows}
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     for w in workers.values():
         w.stdin.close()
         w.wait(timeout=60)
-
-    summary = {}
-    for v in variants:
-        rs = rows[v]
-        secs = [r["seconds"] for r in rs]
-        prompt, completion = sum(r["prompt_tokens"] for r in rs), sum(r["completion_tokens"] for r in rs)
-        qs = [q for r in rs for q in r["queries"]]
-        s = {"load_seconds": ready[v]["ready"], "seconds_per_passage": statistics.mean(secs),
-             "median_seconds_per_passage": statistics.median(secs), "seconds_per_note": statistics.mean(secs) * per_note,
-             "passages_per_second": len(rs) / sum(secs), "prompt_tokens_per_passage": prompt / len(rs),
-             "completion_tokens_per_passage": completion / len(rs), "retries": sum(r["retries"] for r in rs),
-             "passages_parsed": sum(1 for r in rs if r["queries"]) / len(rs),
-             "queries": len(qs), "queries_requested": len(rs) * args.queries,
-             "queries_pass_filters": sum(q["filter"] is None for q in qs) / (len(rs) * args.queries),
-             "queries_pass_filters_and_round_trip": sum(q["filter"] is None and q["round_trip"] for q in qs)
-             / (len(rs) * args.queries)}
-        perf = [r["perf"] for r in rs]
-        if v == "transformers":
-            s["prefill_tokens_per_second"] = sum(x["prefill_tokens"] for x in perf) / sum(x["prefill_ms"] for x in perf) * 1000
-            s["decode_tokens_per_second_est"] = completion / (sum(secs) - sum(x["prefill_ms"] for x in perf) / 1000)
-        else:
-            s["extra_buffer_types"] = ready[v].get("extra_buffer_types")
-            s["prompt_eval_tokens_per_passage"] = sum(x["prompt_eval_tokens"] for x in perf) / len(rs)
-            s["prompt_eval_tokens_per_second"] = sum(x["prompt_eval_tokens"] for x in perf) / sum(
-                x["prompt_eval_ms"] for x in perf) * 1000
-            s["decode_tokens_per_second"] = sum(x["decode_tokens"] for x in perf) / sum(x["decode_ms"] for x in perf) * 1000
-        summary[v] = s
-    base = summary.get("transformers")
-    if base:
-        for s in summary.values():
-            s["speedup_vs_transformers"] = s["passages_per_second"] / base["passages_per_second"]
-    out = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": os.uname().nodename,
-           "cores": os.cpu_count(), "loadavg_end": os.getloadavg(), "passages": [p.passage_id for p in passages],
-           "mean_passages_per_note": per_note, "summary": summary, "rows": rows}
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    summary = out["summary"]
     cols = ["seconds_per_passage", "seconds_per_note", "speedup_vs_transformers", "prompt_tokens_per_passage",
             "completion_tokens_per_passage", "passages_parsed", "queries_pass_filters",
             "queries_pass_filters_and_round_trip"]

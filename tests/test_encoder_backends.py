@@ -157,7 +157,8 @@ def test_searches_reuse_the_index_backend_unless_told_and_record_it(tiny_st_mode
     idx = tmp_path / "idx"
     runner = CliRunner()
     result = runner.invoke(main, ["index", "--retriever", "dense", "--backend", "openvino", "--quantize", "int8",
-                                  "--dataset", str(sample_dataset_dir), "--model", tiny_st_model_dir, "--out", str(idx)],
+                                  "--dataset", str(sample_dataset_dir), "--model", tiny_st_model_dir,
+                                  "--out", str(idx)],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     recorded = IndexManifest.read(idx).settings["encoder_backend"]
@@ -184,6 +185,24 @@ def test_colbert_multivector_encoder_on_openvino_equals_torch(tiny_bert_dir, tmp
     ov_model = load_colbert(colbert_dir, backend="openvino")
     assert encoder_backend(torch_model) == {"backend": "torch", "quantization": None}
     assert encoder_backend(ov_model)["backend"] == "openvino"
+    int8_model = load_colbert(colbert_dir, backend="openvino", quantize="int8")  # calibrated via encode_document/query
+    assert encoder_backend(int8_model)["quantization"] == "int8"
     for encode, texts in ((encode_documents, passages), (encode_queries, queries)):
-        for ours, theirs in zip(encode(ov_model, texts), encode(torch_model, texts)):
-            assert ours.shape == theirs.shape and (ours - theirs).abs().max() < 1e-5
+        for ours, int8, theirs in zip(encode(ov_model, texts), encode(int8_model, texts), encode(torch_model, texts)):
+            assert ours.shape == int8.shape == theirs.shape and (ours - theirs).abs().max() < 1e-5
+            assert (int8 * theirs).sum(-1).mean() > 0.95  # unit token vectors: mean cosine to torch's
+
+
+@needs_openvino
+def test_benchmark_backend_joins_each_dense_retrievers_identity():
+    from colmed.benchmark.spec import BenchmarkConfig
+
+    retrievers = ["bm25", "dense:some/model"]
+    torch_specs = BenchmarkConfig(retrievers=retrievers, out="b", backend="torch").retriever_specs()
+    int8_specs = BenchmarkConfig(retrievers=retrievers, out="b", backend="openvino",
+                                 quantize="int8").retriever_specs()
+    assert torch_specs[1].options == {}  # torch is the default: its cached runs stay valid
+    assert int8_specs[1].options == {"backend": "openvino", "quantize": "int8"} and int8_specs[0].options == {}
+    assert int8_specs[1].identity() != torch_specs[1].identity()  # so the cache never mixes their runs
+    with pytest.raises(InputError, match="quantize"):
+        BenchmarkConfig(retrievers=retrievers, out="b", quantize="int8").retriever_specs()

@@ -321,6 +321,44 @@ def test_study_recovers_a_finished_stage_without_its_marker_and_a_late_setting_a
     assert len(parts_before) >= 20
 
 
+@pytest.mark.slow
+def test_study_killed_while_training_resumes_the_training_stage_from_its_checkpoint(
+        sample_dataset_dir, tiny_st_model_dir, tmp_path):
+    """`kill -9` of the orchestrator alone once the bi-encoder stage saved checkpoint-2: the guard stops the stage
+    (SIGTERM; it may be cut in the middle of its next checkpoint), and the re-run continues training from the
+    newest complete checkpoint instead of starting over (the stage passes --resume with --overwrite)."""
+    import yaml
+
+    from colmed.bi_encoder.train import checkpoints
+
+    out = tmp_path / "study"
+    cfg = {"out": str(out),
+           "data": {"notes": str(sample_dataset_dir), "num_notes": None, "generator": "inverse_cloze", "negatives": 2,
+                    "dev_fraction": 0.2, "args": {"chunk-words": 30, "queries-per-note": 3}},
+           "bi_encoder": {"base": tiny_st_model_dir, "args": {"max-steps": 6, "batch-size": 2, "eval-steps": 2,
+                                                             "max-query-length": 16, "max-doc-length": 48}},
+           "colbert": {"enabled": False},
+           "benchmark": {"datasets": [str(sample_dataset_dir)], "data_dir": None, "baseline": "bm25"}}
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    model = out / "stages" / "bi-encoder" / "model"
+    ckpt = model.with_name("model.checkpoints")
+    assert _kill_when(_colmed("study", "--config", config), lambda: (ckpt / "checkpoint-2" / "trainer_state.json")
+                      .is_file(), signal.SIGKILL, timeout=600)
+    deadline = time.time() + 30
+    while time.time() < deadline and not _lock_is_free(model):
+        time.sleep(0.2)
+    assert _lock_is_free(model), "the training stage outlived the orchestrator"
+    assert not model.exists()
+    newest = checkpoints(ckpt)[0][-1]
+    done = _study(config)
+    assert done.returncode == 0, done.stderr
+    log = (out / "stages" / "train-bi-encoder.log").read_text()
+    assert f"resuming from {newest} (step {newest.name.split('-')[1]})" in log
+    assert json.loads((model / "manifest.json").read_text())["resumed_from"] == newest.name
+    assert _study_litter(out) == [] and not ckpt.exists()
+
+
 # ------------------------------------------------------------------ index
 
 @pytest.fixture(scope="module")
