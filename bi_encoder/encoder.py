@@ -365,7 +365,7 @@ class DenseEncoder:
         self.batch_size = batch_size
         self.backend = use_backend(self.model, backend, quantize, run_calibration=self._calibrate,
                                    calibration_id=json.dumps([self.query_prompt, self.document_prompt,
-                                                              self.model.max_seq_length]))
+                                                              getattr(self.model, "max_seq_length", None)]))
 
     def _calibrate(self) -> None:
         passages, queries = calibration_texts()

@@ -154,6 +154,20 @@ def test_a_failed_request_is_an_error_completion_and_the_batch_goes_on(smollm_gg
     assert out[1].error is None and out[1].text
 
 
+def test_models_load_without_extra_buffer_types_when_asked(smollm_gguf):
+    """The guard against llama.cpp's AMX crash: the model loads (and answers) with use_extra_bufts off, and
+    llama.cpp's defaults are left as they were."""
+    from colmed.data_gen.backends.llamacpp_backend import LlamaCppBackend, import_llama_cpp
+
+    plain = LlamaCppBackend(smollm_gguf, n_threads=1, n_ctx=512, extra_buffer_types=False)
+    try:
+        assert plain.llm.model_params.use_extra_bufts is False
+        assert plain.generate([[{"role": "user", "content": "Say yes."}]], max_new_tokens=4)[0].text
+    finally:
+        plain.close()
+    assert import_llama_cpp().llama_model_default_params().use_extra_bufts is True
+
+
 def test_context_grows_to_hold_prompt_and_reply(smollm_gguf, monkeypatch):
     from colmed.data_gen.backends import llamacpp_backend
 

