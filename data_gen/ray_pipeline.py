@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from colmed.core.errors import ColmedError, InputError
-from colmed.data_gen.backends.llamacpp_backend import available_cores
+from colmed.core.system import available_cores
 from colmed.data_gen.config import GenerateConfig
 from colmed.data_gen.generators.base import GeneratedQuery, GenerationResult
 from colmed.data_gen.notes import Passage, chunk_note, load_notes, sample_notes

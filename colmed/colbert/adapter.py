@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from colmed.core.errors import InputError
+from colmed.core.system import available_cores
 
 
 # ---- Compatibility fixes for colbert-ai 0.2.22 (transformers 5, CPU, one process) ----
@@ -235,13 +236,6 @@ def runnable_elsewhere(samples: int = 5, interval: float = 0.05) -> float | None
         if i + 1 < samples:
             time.sleep(interval)
     return float(statistics.median(counts))
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity), not the machine's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def kmeans_threads(requested: int | None = None) -> tuple[int, str]:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from colmed.core.errors import ColmedError, InputError
+from colmed.core.system import available_cores
 from colmed.data_gen.backends.base import Completion
 
 INSTALL_HINT = "pip install 'colmed[llamacpp]'"
@@ -42,14 +43,6 @@ INITIAL_CONTEXT = 2048
 # Chat-template tokens around each message (role headers, end markers) on top of its content's tokens.
 TEMPLATE_TOKENS_PER_MESSAGE = 16
 TEMPLATE_TOKENS = 32
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def check_gguf_file(path: str | Path, field: str = "model") -> Path:
