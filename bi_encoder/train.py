@@ -20,8 +20,10 @@ finished writing; a half-written one is removed) and, on CPU, finishes with the 
 uninterrupted run (``tests/test_train_kill.py``).
 
 Multi-GPU: run the same command under torchrun, e.g.
-``torchrun --nproc_per_node 4 -m colmed.cli train bi-encoder --triplets T --base B --out O``; the trainer
-shards batches and the loss gathers embeddings across devices so in-batch negatives span all GPUs.
+``torchrun --nproc_per_node 4 -m colmed.cli train bi-encoder --triplets T --base B --out O``: one process per
+GPU (NCCL; gloo without GPUs), ``batch_size`` queries per process and step, the loss gathering every process's
+positives and negatives so in-batch negatives span all GPUs, and the main process alone writing checkpoints
+and the model (its manifest records ``world_size`` and the gather). ``tests/test_torchrun.py`` runs it on CPU.
 
 Example (not run as a doctest: training takes minutes and the base model is a hub download;
 ``tests/test_bi_encoder_train.py`` trains a tiny model end to end):
@@ -71,6 +73,7 @@ class TrainingResult:
     data_stats: dict[str, int] = field(default_factory=dict)
     log_history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: str | None = None  # the checkpoint an interrupted run continued from (its folder name)
+    model_written: bool = False  # False on the other processes of a multi-process run: the main one writes
 
 
 def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, overwrite: bool = False,
@@ -152,7 +155,8 @@ def train_bi_encoder(config: BiEncoderTrainingConfig, resume: bool = False, over
         model.max_seq_length = inference_max_seq_length
         if trainer.is_world_process_zero():
             _save_model(model, config, data, result, precision, overwrite=overwrite,
-                        dev_source=_dev_description(config, data))
+                        dev_source=_dev_description(config, data), gathered=gathers_across_processes(loss))
+            result.model_written = True
             if not config.keep_checkpoints:
                 discard_checkpoints(ckpt_dir)
     return result
@@ -185,6 +189,10 @@ def training_arguments(config: BiEncoderTrainingConfig, output_dir: Path, num_ro
     eval_every = config.eval_steps or steps_per_epoch
     # Pinned memory only speeds copies to a GPU; on CPU torch warns on every dataloader it is asked for.
     extra.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+    if _world_size() > 1 and not torch.cuda.is_available():
+        # Under torchrun without GPUs transformers sets up DDP (gloo) only when told the run is on CPU; otherwise
+        # every process trains its own copy on all the data and only the loss's all-gather is shared.
+        extra.setdefault("use_cpu", True)
     return (arguments_class or SentenceTransformerTrainingArguments)(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
@@ -212,7 +220,9 @@ def training_arguments(config: BiEncoderTrainingConfig, output_dir: Path, num_ro
         logging_first_step=True,
         report_to="none",
         dataloader_num_workers=config.dataloader_workers,
-        ddp_find_unused_parameters=False,
+        # Checkpoints often hold weights the loss never reaches (a BERT pooler under mean pooling); DDP must
+        # look for them each step or it waits for their gradients and fails.
+        ddp_find_unused_parameters=True,
         **extra,
     )
 
@@ -325,6 +335,8 @@ def _remove_discarded(ckpt_dir: Path) -> None:
 def _build_loss(model, config: BiEncoderTrainingConfig):
     from sentence_transformers import losses
 
+    # Under torchrun each process's queries are scored against every process's positives and negatives, so
+    # the in-batch negatives grow with the number of GPUs as they would with one GPU holding the global batch.
     gather = _world_size() > 1
     if config.loss == "cached_mnrl":
         loss = losses.CachedMultipleNegativesRankingLoss(model, scale=config.scale,
@@ -465,12 +477,18 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def gathers_across_processes(loss) -> bool:
+    """Whether ``loss`` (or the ranking loss a ``MatryoshkaLoss`` wraps) all-gathers the in-batch candidates
+    of every process: what the manifest records, read from the loss the trainer was given."""
+    return bool(getattr(getattr(loss, "loss", loss), "gather_across_devices", False))
+
+
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
 def _save_model(model, config: BiEncoderTrainingConfig, data: TripletTrainingData, result: TrainingResult,
-                precision: str, overwrite: bool, dev_source: dict[str, Any]) -> None:
+                precision: str, overwrite: bool, dev_source: dict[str, Any], gathered: bool = False) -> None:
     """Write the finished model atomically: a complete directory appears at ``out`` or nothing does."""
     from colmed.core.provenance import run_manifest
 
@@ -479,7 +497,7 @@ def _save_model(model, config: BiEncoderTrainingConfig, data: TripletTrainingDat
         kind="colmed-bi-encoder",
         base_model=config.base_model,
         loss={"name": config.loss, "scale": config.scale, "temperature": config.temperature,
-              "matryoshka_dims": config.matryoshka_dims},
+              "matryoshka_dims": config.matryoshka_dims, "gather_across_processes": gathered},
         precision=precision,
         max_seq_length={"training_documents": config.max_doc_length,
                         "training_queries": config.max_query_length, "inference": model.max_seq_length},
@@ -492,6 +510,7 @@ def _save_model(model, config: BiEncoderTrainingConfig, data: TripletTrainingDat
                  "dev_history": [h for h in result.log_history if any(k.startswith("eval_") for k in h)]},
         train_seconds=round(result.train_seconds, 1),
         global_steps=result.global_steps,
+        loss_curve=[[h["step"], h["loss"]] for h in result.log_history if "loss" in h],
         resumed_from=result.resumed_from,
     )
     with atomic_directory(config.out, overwrite=overwrite, kind="model", inputs=run_inputs(config),

@@ -16,8 +16,10 @@ On disk::
                              document conventions included); README.md model card; manifest.json
     <out>.checkpoints/       resumable trainer checkpoints (removed after success unless keep_checkpoints)
 
-As for the dense family: one writer per ``out`` for the whole run, and a run killed at any point resumes with
-``--resume`` from its newest complete checkpoint to the same model bytes as an uninterrupted run.
+As for the dense family: one writer per ``out`` for the whole run, a run killed at any point resumes with
+``--resume`` from its newest complete checkpoint to the same model bytes as an uninterrupted run, and under
+``torchrun --nproc_per_node N -m colmed.cli train colbert ...`` the processes train one model data-parallel with
+in-batch negatives gathered across them (``tests/test_torchrun.py``).
 
 Example (not run as a doctest: training takes minutes; ``tests/test_colbert_multivector.py`` trains a
 tiny model end to end):
@@ -183,18 +185,30 @@ class MaxSimRetrievalEvaluator(RetrievalEvaluator):
 
 def build_loss(model, config: ColbertTrainingConfig):
     """MaxSim MNRL (in-batch + mined negatives) or its cached (GradCache) form, gathered across processes;
-    with ``distill``, KL divergence to the teacher scores."""
-    from sentence_transformers.multi_vector_encoder import losses
+    with ``distill``, KL divergence to the teacher scores.
+
+    The scoring function is the model's own (MaxSim, or MeanMaxSim for a model that scores that way), passed
+    explicitly: the losses' default reads it from ``self.model``, which under torchrun the trainer replaces
+    with its DistributedDataParallel wrapper, which has no ``similarity``.
+    """
+    from sentence_transformers.multi_vector_encoder import losses, scoring
 
     from colmed.bi_encoder.train import _world_size
 
+    mean = str(model.similarity_fn_name) == "meanmaxsim"
     if config.distill:
-        return losses.MultiVectorDistillKLDivLoss(model, temperature=config.temperature)
+        return losses.MultiVectorDistillKLDivLoss(
+            model, temperature=config.temperature,
+            similarity_fct=scoring.mean_colbert_kd_scores if mean else scoring.colbert_kd_scores)
+    similarity = scoring.mean_colbert_scores if mean else scoring.colbert_scores
+    # Under torchrun each process's queries are scored against every process's documents.
     gather = _world_size() > 1
     if config.loss == "cached_mnrl":
         return losses.CachedMultiVectorMultipleNegativesRankingLoss(
-            model, scale=config.scale, mini_batch_size=config.mini_batch_size, gather_across_devices=gather)
-    return losses.MultiVectorMultipleNegativesRankingLoss(model, scale=config.scale, gather_across_devices=gather)
+            model, scale=config.scale, similarity_fct=similarity, mini_batch_size=config.mini_batch_size,
+            gather_across_devices=gather)
+    return losses.MultiVectorMultipleNegativesRankingLoss(model, scale=config.scale, similarity_fct=similarity,
+                                                          gather_across_devices=gather)
 
 
 def with_teacher_scores(train, path: str | Path, nway: int, split: str = "train"):
@@ -268,8 +282,9 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
     from sentence_transformers import MultiVectorEncoderTrainer, MultiVectorEncoderTrainingArguments
 
     from colmed.bi_encoder.data import TripletTrainingData
-    from colmed.bi_encoder.train import (_record_start, _resolve_precision, discard_checkpoints, model_card_restorer,
-                                         open_run, run_inputs, training_arguments)
+    from colmed.bi_encoder.train import (_record_start, _resolve_precision, _world_size, discard_checkpoints,
+                                         gathers_across_processes, model_card_restorer, open_run, run_inputs,
+                                         training_arguments)
     from colmed.colbert.multivector import colbert_from_base, conventions
 
     config.validate()
@@ -307,8 +322,9 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
                                   disable_tqdm=not progress)
         if last_checkpoint is not None:
             callbacks = [*(callbacks or []), model_card_restorer(evaluator, base_dev)]
+        loss = build_loss(model, config)
         trainer = MultiVectorEncoderTrainer(model=model, args=args, train_dataset=train,
-                                            loss=build_loss(model, config), evaluator=evaluator, callbacks=callbacks)
+                                            loss=loss, evaluator=evaluator, callbacks=callbacks)
         started = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
         seconds = time.perf_counter() - started
@@ -327,8 +343,10 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
                 start_conventions=start_conventions,
                 loss={"name": "distill_kl" if config.distill else config.loss, "scale": config.scale,
                       "temperature": config.temperature, "negatives_per_query": nway - 1,
-                      "in_batch_negatives": not config.distill},
+                      "in_batch_negatives": not config.distill,
+                      "gather_across_processes": gathers_across_processes(loss)},
                 precision=precision,
+                world_size=_world_size(),
                 data={**data.source, "stats": data.stats, "examples": len(train)},
                 metrics={"base_dev": base_dev, "best_dev": trainer.state.best_metric,
                          "best_checkpoint": Path(trainer.state.best_model_checkpoint).name

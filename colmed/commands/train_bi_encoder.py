@@ -91,6 +91,8 @@ def command(triplets, base_model, out, config_path, preset, resume, overwrite, m
     from colmed.bi_encoder.train import train_bi_encoder
 
     result = train_bi_encoder(config, resume=resume, overwrite=overwrite)
+    if not result.model_written:  # not the main process of a multi-process run
+        return
     base = result.base_dev_metrics.get("dev_ndcg@10")
     best = result.best_dev_metric
     dev_line = (f"dev ndcg@10 base {base:.4f} -> best {best:.4f}" if base is not None and best is not None
