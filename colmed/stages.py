@@ -11,7 +11,8 @@ Each stage runs in its own process group and dies with the runner: the group is 
 exits or is signalled, and a guard process leading the group stops it (the stage's own children included)
 when the runner is killed outright. A stage whose command finished but whose marker was never written (the
 runner died in between) is adopted when its output is a finished colmed output of the expected kind,
-written under the current key.
+written under the current key (for a stage that keeps its output across key changes: not the output that
+was there when the current key's run started).
 
 Example:
     >>> import tempfile, pathlib, sys
@@ -54,7 +55,8 @@ class Stage:
 
     ``inputs`` are files or folders whose content feeds the key; ``after`` names stages this one reads.
     ``clean_on_change``: delete ``out_dir`` before re-running under a new key (else the command's own
-    resume/caching logic decides what to reuse).
+    resume/caching logic decides what to reuse, e.g. ``colmed generate --overwrite`` keeps the generated
+    queries of its previous output when only later settings changed).
     """
 
     name: str
@@ -65,7 +67,7 @@ class Stage:
     clean_on_change: bool = True
     settings: Any = None  # the typed settings ``command`` was built from (not part of the key: the command is)
     # The command's finished output and its colmed kind (colmed.core.io.OUTPUT_KINDS): lets a re-run adopt
-    # an output whose marker a crash prevented. Only for clean_on_change stages (nothing of another key stays).
+    # an output whose marker a crash prevented.
     output: Path | None = None
     output_kind: str | None = None
 
@@ -115,17 +117,20 @@ class StageRunner:
                 continue
             out = Path(stage.out_dir)
             started = self.marker(stage).with_suffix(".started")
-            previous = None
+            previous, last_start = None, {}
             for m in (self.marker(stage), started):  # finished, or killed mid-run, under some key
                 if m.is_file():
                     try:
-                        previous = previous or json.loads(m.read_text()).get("key")
+                        info = json.loads(m.read_text())
                     except json.JSONDecodeError:
-                        previous = "unreadable"
+                        info = {"key": "unreadable"}
+                    previous = previous or info.get("key")
+                    if m == started:
+                        last_start = info
             if previous is not None and previous != key and stage.clean_on_change and out.exists():
                 shutil.rmtree(out)  # output of other inputs: stale (a same-key partial output is resumed)
             self.marker(stage).unlink(missing_ok=True)
-            if previous == key and self._adoptable(stage):
+            if previous == key and self._adoptable(stage, last_start):
                 write_json(self.marker(stage), {"key": key, "seconds": None, "command": list(map(str, stage.command)),
                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "adopted": True})
                 started.unlink(missing_ok=True)
@@ -133,7 +138,7 @@ class StageRunner:
                 echo(f"[{stage.name}] adopted: {stage.output} finished before the last run was stopped ({key})")
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_json(started, {"key": key})
+            write_json(started, {"key": key, "output_before": self._output_stamp(stage)})
             echo(f"[{stage.name}] running: {' '.join(map(str, stage.command))}")
             t0 = time.perf_counter()
             log = (log_dir or out.parent) / f"{stage.name}.log"
@@ -151,12 +156,27 @@ class StageRunner:
         return summary
 
 
-    def _adoptable(self, stage: Stage) -> bool:
-        """Whether ``stage``'s output is a finished colmed output of its kind (started under the current key,
-        which the caller checked: for a clean_on_change stage nothing of another key survives a key change)."""
-        if stage.output is None or stage.output_kind is None or not stage.clean_on_change:
+    def _adoptable(self, stage: Stage, last_start: dict) -> bool:
+        """Whether ``stage``'s output is a finished colmed output of its kind written under the current key.
+
+        The caller checked that the last run started under the current key (``last_start``: its ``.started``
+        marker). For a clean_on_change stage nothing of another key survives a key change; otherwise the output
+        may still be an earlier key's (the run was stopped before replacing it), so it must not be the output
+        that was there when that run started.
+        """
+        if stage.output is None or stage.output_kind is None or output_kind(stage.output) != stage.output_kind:
             return False
-        return output_kind(stage.output) == stage.output_kind
+        return stage.clean_on_change or self._output_stamp(stage) != last_start.get("output_before")
+
+    @staticmethod
+    def _output_stamp(stage: Stage) -> list[int] | None:
+        """Tells one finished output from another: its manifest's inode and modification time (every colmed
+        output writes a new manifest file), None when there is none."""
+        try:
+            st = (Path(stage.output) / "manifest.json").stat() if stage.output else None
+        except OSError:
+            return None
+        return [st.st_ino, st.st_mtime_ns] if st else None
 
 
 def _guard(poll: float = 0.5) -> None:

@@ -154,8 +154,9 @@ class GenerateStageConfig:
     def argv(self) -> list[str]:
         common = ["--miner", self.miner, "--negatives", self.negatives, "--dev-fraction", self.dev_fraction,
                   "--seed", self.seed]
-        # --overwrite: the stage owns its output; a changed setting then starts over, a changed late setting
-        # (negatives, filters, splits) resumes the finished generation parts of an interrupted run.
+        # --overwrite: the stage owns its output; a changed generation setting then starts over, a changed late
+        # setting (negatives, filters, splits) reuses the generation parts of an interrupted run or of the
+        # finished output it replaces (so the stage keeps its output across key changes: clean_on_change=False).
         if self.source == "notes":
             cmd = ["generate", "--notes", self.notes, "--out", self.out, "--generator", self.generator, *common,
                    "--no-progress", "--overwrite", *_opt("--num-notes", self.num_notes)]
@@ -247,8 +248,8 @@ def build_stages(cfg: StudyConfig) -> list[Stage]:
         if name == "generate":
             source = settings.notes if settings.source == "notes" else settings.labelled_dataset
             stage = Stage(name, settings.argv(), Path(settings.out), settings=settings,
-                          inputs=[Path(source)] if Path(source).exists() else [], clean_on_change=True,
-                          output=Path(settings.out), output_kind="triplets")
+                          inputs=[Path(source)] if Path(source).exists() else [],
+                          clean_on_change=False, output=Path(settings.out), output_kind="triplets")
         elif name == "benchmark":
             # The benchmark keeps its own index/run cache under its --out: never wipe it on a key change.
             stage = Stage(name, settings.argv(), Path(settings.out), after=[s.name for s in stages],

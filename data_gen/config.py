@@ -38,9 +38,13 @@ _NOT_FINGERPRINTED = {"out", "overwrite", "progress", "concurrency", "device", "
 # these reuses the finished generation parts and redoes the rest.
 # (min/max_query_words are not: the LLM-free generators pick their query sentence or span with them.)
 LATE_SETTINGS = {"min_relevance", "require_evidence_in_note", "dedup",
-                 "round_trip_k", "miner", "dense_model", "num_negatives", "range_min", "range_max",
+                 "round_trip_k", "miner", "dense_model", "dense_backend", "dense_quantize", "num_negatives", "range_min", "range_max",
                  "relative_margin", "absolute_margin", "max_score", "min_score", "sampling", "exclude_same_note",
                  "teacher", "dev_fraction"}
+
+# Settings added after runs were made, left out of the fingerprints at their defaults: a run made before
+# they existed still resumes, and its shards still merge with newer ones.
+_OMITTED_AT_DEFAULT = {"dense_backend": "torch", "dense_quantize": None}
 
 # Query parameters of an endpoint URL that carry a secret (``?api-key=...``, ``?token=...``).
 _SECRET_PARAM = re.compile(r"(key|token|secret|password|passwd|pwd|auth|sig|credential)", re.IGNORECASE)
@@ -114,6 +118,8 @@ class GenerateConfig:
     # hard negatives
     miner: str = "bm25"
     dense_model: str | None = None
+    dense_backend: str = "torch"        # the dense miner's encoder engine: torch or openvino (colmed[openvino])
+    dense_quantize: str | None = None   # openvino only: int8 or bf16 (None: fp32)
     num_negatives: int = 5
     range_min: int = 0
     range_max: int = 50
@@ -137,6 +143,9 @@ class GenerateConfig:
         from colmed.core.config import check_types
 
         check_types(self)  # a config built in Python is held to the same types as one read from YAML
+        # one spelling of fp32 (``--dense-quantize none``, YAML ``fp32``, unset), so the fingerprint agrees
+        if isinstance(self.dense_quantize, str) and self.dense_quantize.strip().lower() in ("", "none", "fp32"):
+            self.dense_quantize = None
 
     def replace(self, **changes) -> "GenerateConfig":
         return dataclasses.replace(self, **changes)
@@ -186,6 +195,7 @@ class GenerateConfig:
             bad(f"unknown miner {self.miner!r}; choose from {', '.join(MINERS)}", "miner")
         if self.miner == "dense" and not self.dense_model:
             bad("the dense miner needs --dense-model", "dense_model")
+        self._check_dense_backend()
         if self.sampling not in ("top", "random"):
             bad("must be 'top' or 'random'", "sampling")
         if not 0 <= self.dev_fraction < 1:
@@ -202,6 +212,31 @@ class GenerateConfig:
         if self.shard is not None:
             parse_shard(self.shard)
         return self
+
+    def _check_dense_backend(self) -> None:
+        """The dense miner's encoder backend, as indexing and search check theirs (and its extra installed).
+
+        Example:
+            >>> GenerateConfig(notes="n.jsonl", out="o", dense_quantize="int8").validate()
+            Traceback (most recent call last):
+            ...
+            colmed.core.errors.InputError: field 'dense_quantize': applies to the dense miner; add --miner dense
+        """
+        from colmed.bi_encoder.encoder import check_backend
+
+        if self.dense_backend == "torch" and self.dense_quantize is None:
+            return
+        if self.miner != "dense":
+            name = "dense_quantize" if self.dense_quantize is not None else "dense_backend"
+            raise InputError("applies to the dense miner; add --miner dense", field=name)
+        try:
+            check_backend(self.dense_backend, self.dense_quantize)
+        except InputError as e:
+            # the encoder's own fields and flags are backend/quantize; this config calls them dense_*
+            message = str(e).split(": ", 1)[1] if e.field else str(e)
+            raise InputError(message.replace("--backend", "--dense-backend"),
+                             field={"backend": "dense_backend", "quantize": "dense_quantize"}.get(e.field, e.field)
+                             ) from None
 
     def gguf_path(self) -> Path | None:
         """The local GGUF file the llm generator runs, or None (a hub model, a served one, no GGUF).
@@ -233,13 +268,17 @@ class GenerateConfig:
 
     def fingerprint(self) -> str:
         """sha256 of the settings that determine the output (resume safety)."""
-        d = {k: v for k, v in asdict(self).items() if k not in _NOT_FINGERPRINTED}
+        d = {k: v for k, v in self._fingerprinted().items() if k not in _NOT_FINGERPRINTED}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
     def generation_fingerprint(self) -> str:
         """sha256 of the settings that shape the generation parts (all but :data:`LATE_SETTINGS`)."""
-        d = {k: v for k, v in asdict(self).items() if k not in _NOT_FINGERPRINTED | LATE_SETTINGS}
+        d = {k: v for k, v in self._fingerprinted().items() if k not in _NOT_FINGERPRINTED | LATE_SETTINGS}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _fingerprinted(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items()
+                if not (k in _OMITTED_AT_DEFAULT and v == _OMITTED_AT_DEFAULT[k])}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -175,17 +175,20 @@ def apply_margin(candidates: Sequence[tuple], positive_score: float, relative_ma
     return kept
 
 
-def dense_retriever(model: str, doc_ids: list[str], texts: list[str], device: str | None = None):
+def dense_retriever(model: str, doc_ids: list[str], texts: list[str], device: str | None = None,
+                    backend: str | None = "torch", quantize: str | None = None):
     """Exact (flat inner-product) dense retrieval over a small in-memory corpus, for mining.
 
     A :class:`colmed.indexes.dense.DenseIndex` held in memory, encoded by
     :class:`colmed.bi_encoder.encoder.DenseEncoder` (so query/document prompts match the trainers'); it
-    has ``search`` and ``get_scores`` like :class:`colmed.indexes.bm25.BM25Index`.
+    has ``search`` and ``get_scores`` like :class:`colmed.indexes.bm25.BM25Index`. ``backend``/``quantize``
+    choose the encoder's engine as for dense indexing (``"openvino"``, with ``"int8"`` or ``"bf16"``;
+    see :func:`colmed.bi_encoder.encoder.use_backend`); ``retriever.encoder.backend`` says which ran.
     """
     from colmed.bi_encoder.encoder import DenseEncoder
     from colmed.indexes.dense import DenseIndex, make_faiss_index
 
-    encoder = DenseEncoder(model, device=device)
+    encoder = DenseEncoder(model, device=device, backend=backend, quantize=quantize)
     vectors = encoder.encode_documents(list(texts), show_progress=False)
     return DenseIndex(make_faiss_index(vectors, "flat"), list(doc_ids), encoder)
 

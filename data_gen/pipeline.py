@@ -13,7 +13,14 @@ duplicates a record. Finished output (``<out>``)::
     triplets.jsonl  train/triplets.jsonl  dev/triplets.jsonl  triplets.parquet  rejects.jsonl
     export/sentence_transformers/{train,dev}.jsonl
     export/colbert/{triples.jsonl,dev_triples.jsonl,collection.tsv,queries.tsv,id_map.json}
-    manifest.json                  config, versions, git sha, input hash, counts per stage/filter, throughput
+    generation/part-00007.*        the generation parts, kept for a rerun with other late settings
+    manifest.json                  config, versions, git sha, input hash, counts per stage/filter, throughput,
+                                   generation (the fingerprint of the settings that shaped the parts)
+
+The query filters, dedup, mining, split and exports run after generation
+(:data:`~colmed.data_gen.config.LATE_SETTINGS`): ``--overwrite`` onto a finished output whose queries were
+generated with the same settings, from the same notes and model, reuses its ``generation/`` parts and redoes
+only those steps; any other change regenerates.
 
 Example (the bundled sample's corpus as notes; real notes: ``notes="../shared/notes/mtsamples.jsonl"``):
     >>> import tempfile
@@ -24,7 +31,7 @@ Example (the bundled sample's corpus as notes; real notes: ``notes="../shared/no
     ...                          num_notes=20, progress=False)
     ...     manifest = TripletPipeline(cfg).run()
     ...     sorted(p.name for p in Path(tmp, "triplets").iterdir())
-    ['dev', 'export', 'manifest.json', 'rejects.jsonl', 'train', 'triplets.jsonl', 'triplets.parquet']
+    ['dev', 'export', 'generation', 'manifest.json', 'rejects.jsonl', 'train', 'triplets.jsonl', 'triplets.parquet']
     >>> manifest["counts"]["records"]["total"], manifest["counts"]["records"]["dev"]
     (5, 1)
 """
@@ -52,6 +59,7 @@ from colmed.data.triplets import TripletRecord, read_triplets, write_triplets
 logger = logging.getLogger(__name__)
 
 MINE_BATCH = 512
+GENERATION_FOLDER = "generation"  # a finished output's copy of the generation parts
 FINAL_FILES = ("triplets.jsonl", "triplets.parquet", "rejects.jsonl", "manifest.json")
 
 
@@ -106,6 +114,8 @@ class TripletPipeline:
         self.work = self.partial / "_work"
         self._backend = backend
         self._generator = generator
+        self._reused_generation = False
+        self._identity_cache: tuple[dict[str, str], dict[str, Any] | None] | None = None
 
     # ---------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
@@ -184,7 +194,8 @@ class TripletPipeline:
         Same settings: resume. Only :data:`~colmed.data_gen.config.LATE_SETTINGS` changed: keep the
         finished generation parts, redo mining. A setting that shapes the generation parts changed:
         refused, naming it (``--overwrite`` starts over), unless no part had finished (nothing to lose:
-        e.g. the previous attempt failed on a typo).
+        e.g. the previous attempt failed on a typo). With ``--overwrite`` and no finished part here, the
+        parts of a finished ``<out>`` generated the same way are reused (:meth:`_reuse_finished_generation`).
         """
         cfg = self.config
         state_path = self.partial / "state.json"
@@ -209,10 +220,41 @@ class TripletPipeline:
                                  path=self.partial, field=changed[0][0] if changed else None)
             else:
                 shutil.rmtree(self.partial)
+        if cfg.overwrite and not any((self.work / "generate").glob("part-*.done.json")):
+            self._reused_generation = self._reuse_finished_generation(generation)
         self.work.mkdir(parents=True, exist_ok=True)
         if not state_path.is_file():
             write_json(state_path, {"fingerprint": fingerprint, "generation_fingerprint": generation,
                                     "config": cfg.to_dict()})
+
+    def _reuse_finished_generation(self, generation: str) -> bool:
+        """Seed ``_work/generate`` with the ``generation/`` parts of the finished ``<out>`` being replaced, when
+        its manifest records the same generation fingerprint, notes (sha256) and model: the expensive LLM
+        calls are not repeated for a change of negatives, filters, split or export. Hard links where the
+        file system allows (the parts are never written in place), else copies; ``<out>`` is not touched."""
+        saved = self.out / GENERATION_FOLDER
+        try:
+            manifest = json.loads((self.out / "manifest.json").read_text(encoding="utf-8"))
+            recorded = manifest.get("generation") or {}
+        except (OSError, ValueError, AttributeError):
+            return False
+        if (recorded.get("fingerprint") != generation or not saved.is_dir()
+                or [manifest.get("input"), manifest.get("model")] != list(self._identity())):
+            return False
+        target = self.work / "generate"
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(saved, target, copy_function=_link_or_copy, ignore=shutil.ignore_patterns(".*"))
+        logger.info("reusing the %d generated query parts of %s: its generation settings, notes and model are "
+                    "unchanged; redoing filters, mining, split and exports",
+                    len(list(target.glob("part-*.done.json"))), self.out)
+        return True
+
+    def _identity(self) -> tuple[dict[str, str], dict[str, Any] | None]:
+        """The notes' hash and the model's identity (a GGUF file's sha256), computed once per run."""
+        if self._identity_cache is None:
+            self._identity_cache = (input_hash(self.config.notes), model_identity(self.config))
+        return self._identity_cache
 
     def _part(self, stage: str, index: int) -> Path:
         return self.work / stage / f"part-{index:05d}"
@@ -301,7 +343,8 @@ class TripletPipeline:
         ids = list(passages)
         texts = [passages[i].full_text for i in ids]
         if cfg.miner == "dense":
-            retriever, name = dense_retriever(cfg.dense_model, ids, texts, cfg.device), f"dense:{cfg.dense_model}"
+            retriever = dense_retriever(cfg.dense_model, ids, texts, cfg.device, cfg.dense_backend, cfg.dense_quantize)
+            name = f"dense:{cfg.dense_model}"
         elif cfg.miner == "bm25" or cfg.round_trip_k:
             from colmed.indexes.bm25 import BM25Index
 
@@ -398,20 +441,36 @@ class TripletPipeline:
         counts["rejects"] = len(rejects)
         exports = export_all(out, records)
         cfg = self.config
+        notes_hash, model = self._identity()
+        generation = {"fingerprint": cfg.generation_fingerprint(), "folder": GENERATION_FOLDER,
+                      "parts": len(list((self.work / "generate").glob("part-*.done.json"))),
+                      "reused": self._reused_generation}
         return run_manifest(cfg.to_dict(), packages=GENERATION_PACKAGES, kind="colmed-triplets",
                             format_version=1, fingerprint=cfg.fingerprint(), shard=cfg.shard,
-                            input=input_hash(cfg.notes), model=model_identity(cfg), counts=counts, exports=exports)
+                            input=notes_hash, model=model, counts=counts, exports=exports, generation=generation)
 
     def _finish(self) -> None:
-        """Swap the finished outputs into place (one atomic directory swap), then drop the checkpoints.
+        """Swap the finished outputs, with the generation parts, into place (one atomic directory swap), then
+        drop the checkpoints.
 
-        A crash while moving leaves ``.partial`` with its checkpoints: a rerun rewrites the outputs from them.
+        The parts are linked, not moved: a crash before the swap leaves ``.partial`` with all its checkpoints,
+        and a rerun rewrites the outputs from them.
         """
         with atomic_directory(self.out, overwrite=self.config.overwrite, kind="triplets", locked=True) as tmp:
             for entry in self.partial.iterdir():
                 if entry.name not in ("_work", "state.json") and not entry.name.startswith("."):
                     os.replace(entry, tmp / entry.name)
+            (self.work / "generate").mkdir(parents=True, exist_ok=True)  # none when a shard has no notes
+            shutil.copytree(self.work / "generate", tmp / GENERATION_FOLDER, copy_function=_link_or_copy,
+                            ignore=shutil.ignore_patterns(".*"))
         shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or one without hard links
+        shutil.copy2(src, dst)
 
 
 def _changed_settings(old: dict | None, new: dict) -> list[tuple[str, Any, Any]]:

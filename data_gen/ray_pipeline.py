@@ -18,6 +18,16 @@ complete. Mining, filters, the note-level split and the exports then run from th
 :func:`mine_from_queries` (the normal resumable pipeline), which is cheap next to generation.
 :func:`run_with_ray` does both (``colmed generate --ray``).
 
+Generation is resumable like the single-machine pipeline's. While it runs, each block of passages Ray
+finishes is written by the driver, atomically, as one parquet file in ``<queries_dir>.partial/``::
+
+    state.json                          config + generation fingerprint (a resume with other settings is refused)
+    _work/generate/part-<sha256>.parquet  one finished block (named by its passage ids)
+
+A rerun of the same command after ``kill -9`` sends Ray only the passages of no finished block, so it
+loses at most the blocks in flight and never generates a passage twice; at the end the blocks become
+``queries_dir``.
+
 Example (a local Ray on this machine's CPUs, llama.cpp on a GGUF file; ``tests/test_ray_cpu.py`` runs it)::
 
     from colmed.data_gen.config import GenerateConfig
@@ -27,15 +37,18 @@ Example (a local Ray on this machine's CPUs, llama.cpp on a GGUF file; ``tests/t
     run_with_ray(cfg, replicas=2, num_cpus_per_replica=1)   # queries in runs/mt-llm-queries, triplets in runs/mt-llm
 
 On a cluster, ``ray.init(address=...)`` first (or set ``RAY_ADDRESS``); without either a local Ray is
-started for the call and shut down after it. A run killed part-way regenerates every passage.
+started for the call and shut down after it.
 For a few machines without Ray, ``colmed generate --shard i/n`` on each plus ``--merge-shards`` gives the same
 result with the resumable single-machine pipeline.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import shutil
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -48,6 +61,8 @@ from colmed.data_gen.config import GenerateConfig
 from colmed.data_gen.generators.base import GeneratedQuery, GenerationResult
 from colmed.data_gen.notes import Passage, chunk_note, load_notes, sample_notes
 from colmed.data_gen.parsing import LLMOutputError, parse_queries
+
+logger = logging.getLogger(__name__)
 
 QUERIES_KIND = "colmed-queries"  # manifest kind of a queries folder (colmed.core.io.OUTPUT_KINDS["queries"])
 # One row per passage. Batch-level figures (token counts, retries) sit on the first row of their batch,
@@ -216,10 +231,16 @@ def generate_queries_with_ray(config: GenerateConfig, queries_dir: str | Path, r
 
     ``backend="vllm"`` runs ``ray.data.llm`` on GPUs; any other backend runs on ``replicas`` actors of
     ``num_cpus_per_replica`` CPUs (default: this machine's cores shared out when Ray is started here, else
-    ``config.threads`` or 1; the llamacpp backend gets that many threads unless ``config.threads`` is set).
-    Finished queries of the same settings already in ``queries_dir`` are reused, not regenerated.
+    ``config.threads`` or 1; the llamacpp backend gets that many threads unless ``config.threads`` is set),
+    ``batch_size`` passages (default 16) per call of the backend and per checkpointed block.
+    Finished queries of the same settings already in ``queries_dir`` are reused, not regenerated; the
+    finished blocks of an interrupted run of the same settings are kept and only the rest is generated.
     Returns the queries' manifest.
     """
+    from colmed.core.io import atomic_directory, check_output, output_lock, remove_temp_files, write_json
+    from colmed.core.provenance import run_manifest
+    from colmed.data_gen.pipeline import GENERATION_PACKAGES, input_hash, model_identity
+
     config = config.validate()
     if config.generator != "llm":
         raise InputError("Ray generation runs an LLM; the LLM-free generators need no cluster (run colmed "
@@ -230,10 +251,15 @@ def generate_queries_with_ray(config: GenerateConfig, queries_dir: str | Path, r
     if replicas < 1 or (num_cpus_per_replica is not None and num_cpus_per_replica < 1):
         raise InputError(f"need at least 1 replica of at least 1 CPU, got {replicas} x {num_cpus_per_replica}",
                          field="replicas")
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"must be at least 1, got {batch_size}", field="batch_size")
     queries_dir = Path(queries_dir)
     reused = _reusable(config, queries_dir)
     if reused is not None:
         return reused
+    # overwrite=True: _reusable already refused what --overwrite does not allow to replace; this refuses a
+    # folder colmed did not write, before Ray starts
+    check_output(queries_dir, overwrite=True, kind="queries")
     ray = _require_ray()
     vllm_processor = _require_ray_llm() if config.backend == "vllm" else None  # before anything starts
     rows = passage_rows(config)
@@ -242,41 +268,150 @@ def generate_queries_with_ray(config: GenerateConfig, queries_dir: str | Path, r
     if config.backend == "llamacpp" and config.threads is None:
         config = config.replace(threads=cpus)
 
-    from colmed.core.io import atomic_directory, write_json
-    from colmed.core.provenance import run_manifest
-    from colmed.data_gen.pipeline import GENERATION_PACKAGES, input_hash, model_identity
-
-    t0 = time.perf_counter()
-    # overwrite=True: _reusable already refused a folder that --overwrite did not allow to replace
-    with atomic_directory(queries_dir, overwrite=True, kind="queries") as tmp:
-        if rows:
+    # The whole run holds the folder's writer lock: a second driver fails at once instead of sharing blocks.
+    with output_lock(queries_dir):
+        reused = _reusable(config, queries_dir)  # a writer that held the lock a moment ago may have finished
+        if reused is not None:
+            return reused
+        partial = queries_dir.with_name(queries_dir.name + ".partial")
+        work, done = _open_work_area(config, partial, rows)
+        remove_temp_files(partial, recursive=True)  # a killed driver's half-written block (we hold the lock)
+        todo = [r for r in rows if r["passage_id"] not in done]
+        if done:
+            logger.info("resuming %s: %d of %d passages already generated", partial, len(done), len(rows))
+        t0 = time.perf_counter()
+        if todo:
             with _ray_session(replicas * cpus + 1) as ray:
                 ray.data.DataContext.get_current().enable_progress_bars = config.progress
-                ds = ray.data.from_items(rows)
                 if vllm_processor is not None:
+                    ds = ray.data.from_items(todo)
                     processed = _vllm_processor(config, replicas, batch_size or 64, *vllm_processor)(ds)
                 else:
+                    size = batch_size or 16
+                    # one input block per backend batch, so each finished batch reaches the driver as one block
+                    ds = ray.data.from_items(todo, override_num_blocks=-(-len(todo) // size))
                     processed = ds.map_batches(
                         BackendQueryGenerator, fn_constructor_args=(config,), batch_format="pyarrow",
-                        batch_size=batch_size or 16, num_cpus=cpus, compute=ray.data.ActorPoolStrategy(size=replicas))
-                processed.write_parquet(str(tmp))
-        else:  # no note long enough for a passage: an empty result, as the single-machine pipeline gives
-            import pyarrow.parquet as pq
-
-            pq.write_table(_arrow_schema().empty_table(), tmp / "empty.parquet")
+                        batch_size=size, num_cpus=cpus, compute=ray.data.ActorPoolStrategy(size=replicas))
+                for block in processed.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+                    _write_block(work, block)
         seconds = time.perf_counter() - t0
-        counts = _count(tmp)
-        if counts["passages"] != len(rows):
-            raise ColmedError(f"Ray wrote {counts['passages']} passage rows for {len(rows)} passages")
-        manifest = run_manifest(config.to_dict(), packages=GENERATION_PACKAGES, kind=QUERIES_KIND, format_version=1,
-                                generation_fingerprint=config.generation_fingerprint(), input=input_hash(config.notes),
-                                model=model_identity(config), counts=counts,
-                                ray={"replicas": replicas, "num_cpus_per_replica": cpus,
-                                     "engine": "ray.data.llm" if config.backend == "vllm" else "map_batches"},
-                                throughput={"generate_seconds": round(seconds, 3),
-                                            "passages_per_second": round(len(rows) / seconds, 3)})
-        write_json(tmp / "manifest.json", manifest)
+
+        with atomic_directory(queries_dir, overwrite=True, kind="queries", locked=True) as tmp:
+            parts = sorted(work.glob("part-*.parquet"))
+            for part in parts:
+                # linked, not moved: a kill before the swap leaves every block in the work area for the rerun
+                try:
+                    os.link(part, tmp / part.name)
+                except OSError:
+                    shutil.copy2(part, tmp / part.name)
+            if not parts:  # no note long enough for a passage: an empty result, as the single-machine pipeline gives
+                import pyarrow.parquet as pq
+
+                pq.write_table(_arrow_schema().empty_table(), tmp / "empty.parquet")
+            counts = _count(tmp)
+            _check_complete(tmp, rows)
+            manifest = run_manifest(
+                config.to_dict(), packages=GENERATION_PACKAGES, kind=QUERIES_KIND, format_version=1,
+                generation_fingerprint=config.generation_fingerprint(), input=input_hash(config.notes),
+                model=model_identity(config), counts=counts,
+                ray={"replicas": replicas, "num_cpus_per_replica": cpus,
+                     "engine": "ray.data.llm" if config.backend == "vllm" else "map_batches"},
+                throughput={"generate_seconds": round(seconds, 3), "passages_generated": len(todo),
+                            "passages_resumed": len(rows) - len(todo),
+                            "passages_per_second": round(len(todo) / seconds, 3) if todo and seconds else None})
+            write_json(tmp / "manifest.json", manifest)
+        shutil.rmtree(partial, ignore_errors=True)
     return manifest
+
+
+def _open_work_area(config: GenerateConfig, partial: Path, rows: list[dict[str, Any]]) -> tuple[Path, set[str]]:
+    """Start or resume the blocks in ``partial``; returns the blocks' folder and the passages they hold.
+
+    As :meth:`TripletPipeline._open_partial <colmed.data_gen.pipeline.TripletPipeline>` resumes: same generation
+    settings, resume; other settings, refused naming the first changed one (``--overwrite`` starts over),
+    unless no block had finished. Blocks whose passages are not this run's (the notes changed under the same
+    path) are refused the same way.
+    """
+    from colmed.core.io import write_json
+    from colmed.data_gen.pipeline import _changed_settings
+
+    state_path, work = partial / "state.json", partial / "_work" / "generate"
+    generation = config.generation_fingerprint()
+    if partial.exists():
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            state = {}
+        finished = any(work.glob("part-*.parquet"))
+        if state.get("generation_fingerprint") == generation:
+            stale = _stale_blocks(work, rows)
+            if stale and not config.overwrite:
+                raise InputError(f"unfinished Ray generation holds passages that the notes no longer give "
+                                 f"({stale}); pass --overwrite to start over", path=partial, field="notes")
+            if stale:
+                shutil.rmtree(partial)
+        elif finished and not config.overwrite:
+            changed = _changed_settings(state.get("config"), config.to_dict())
+            what = (", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changed)
+                    or "written by another colmed version")
+            raise InputError(f"an unfinished Ray generation with different settings is here ({what}); rerun with "
+                             "the same settings to resume it, or pass --overwrite to start over",
+                             path=partial, field=changed[0][0] if changed else None)
+        else:
+            shutil.rmtree(partial)
+    work.mkdir(parents=True, exist_ok=True)
+    if not state_path.is_file():
+        write_json(state_path, {"generation_fingerprint": generation, "config": config.to_dict()})
+    return work, _block_passages(work)
+
+
+def _block_passages(work: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    done: set[str] = set()
+    for part in sorted(work.glob("part-*.parquet")):
+        done.update(pq.read_table(part, columns=["passage_id"]).column("passage_id").to_pylist())
+    return done
+
+
+def _stale_blocks(work: Path, rows: list[dict[str, Any]]) -> str | None:
+    """The first finished block holding a passage this run does not have (or has with another text), or None."""
+    import pyarrow.parquet as pq
+
+    text_of = {r["passage_id"]: r["text"] for r in rows}
+    for part in sorted(work.glob("part-*.parquet")):
+        table = pq.read_table(part, columns=["passage_id", "text"]).to_pylist()
+        for r in table:
+            if text_of.get(r["passage_id"]) != r["text"]:
+                return f"{part.name}: passage {r['passage_id']}"
+    return None
+
+
+def _write_block(work: Path, block) -> None:
+    """One finished block of query rows, atomically, as ``part-<sha256 of its passage ids>.parquet``."""
+    import pyarrow.parquet as pq
+
+    from colmed.core.io import atomic_write
+
+    if block.num_rows == 0:
+        return
+    table = block.select(list(COLUMNS)).cast(_arrow_schema())
+    ids = table.column("passage_id").to_pylist()
+    name = "part-" + hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()[:20] + ".parquet"
+    with atomic_write(work / name, "wb") as f:
+        pq.write_table(table, f)
+
+
+def _check_complete(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """Every passage exactly once: a block lost or written twice must fail here, not skew the triplets."""
+    import pyarrow.parquet as pq
+
+    got = pq.read_table(sorted(str(p) for p in folder.glob("*.parquet")), columns=["passage_id"]
+                        ).column("passage_id").to_pylist()
+    want = {r["passage_id"] for r in rows}
+    if len(got) != len(set(got)) or set(got) != want:
+        raise ColmedError(f"Ray wrote {len(got)} passage rows ({len(set(got))} distinct) for {len(want)} passages")
 
 
 def _count(folder: Path) -> dict[str, Any]:

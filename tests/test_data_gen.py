@@ -3,6 +3,7 @@ exports, the resumable pipeline (kill -9 and resume), sharding + merge, and the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from colmed.data.triplets import TripletRecord, read_triplets
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_NOTES = str(ROOT / "colmed" / "data" / "sample_medical")
 
 TOPICS = [
     ("Metformin", "type 2 diabetes", "HbA1c of 8.2 percent", "lactic acidosis"),
@@ -241,6 +243,67 @@ def test_dense_miner_with_minilm(minilm_path):
     assert mined.positive_rank == 1 and mined.negative_ids
     threshold = mined.positive_score - abs(mined.positive_score) * 0.05
     assert all(s <= threshold for s in mined.negative_scores)
+
+
+HAS_OPENVINO = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="colmed[openvino] (openvino, nncf) is not installed")
+def test_dense_miner_on_openvino_fp32_mines_the_negatives_of_torch(minilm_path, tmp_path, monkeypatch):
+    """``colmed generate --miner dense --dense-backend openvino`` on the bundled notes: the same negatives, in
+    the same order, as the torch encoder (fp32 embeddings agree to 1e-7), and the manifest says which ran."""
+    from click.testing import CliRunner
+
+    from colmed.cli import main
+
+    monkeypatch.setenv("COLMED_CACHE_DIR", str(tmp_path / "cache"))  # the export is this test's own
+    runs = {}
+    for backend in ("torch", "openvino"):
+        out = tmp_path / backend
+        result = CliRunner().invoke(main, ["generate", "--notes", SAMPLE_NOTES, "--out", str(out), "--miner", "dense",
+                                           "--dense-model", minilm_path, "--dense-backend", backend,
+                                           "--generator", "cropping", "--queries-per-note", "3", "--negatives", "3",
+                                           "--range-max", "10", "--device", "cpu", "--no-progress"])
+        assert result.exit_code == 0, result.output
+        runs[backend] = (list(read_triplets(out)), json.loads((out / "manifest.json").read_text()))
+    (torch_records, torch_manifest), (ov_records, ov_manifest) = runs["torch"], runs["openvino"]
+    assert len(torch_records) > 60 and sum(len(r.negative_ids) for r in torch_records) > 150
+    assert [(r.query_id, r.negative_ids) for r in ov_records] == [(r.query_id, r.negative_ids) for r in torch_records]
+    for ours, theirs in zip(ov_records, torch_records):
+        assert ours.negative_scores == pytest.approx(theirs.negative_scores, abs=1e-5)
+        assert ours.positive_score == pytest.approx(theirs.positive_score, abs=1e-5)
+    assert (ov_manifest["config"]["dense_backend"], ov_manifest["config"]["dense_quantize"]) == ("openvino", None)
+    assert torch_manifest["config"]["dense_backend"] == "torch"
+    assert len([p for p in (tmp_path / "cache" / "encoders").iterdir() if p.is_dir()]) == 1  # exported once
+
+
+def test_dense_backend_settings_are_checked_at_load(notes_file, tmp_path, monkeypatch):
+    """A bad or misplaced --dense-backend/--dense-quantize fails before anything is read or written: one line
+    naming the field, exit code 2; a missing openvino extra is named the same way."""
+    from click.testing import CliRunner
+
+    from colmed.cli import main
+
+    out = tmp_path / "out"
+    base = ["generate", "--notes", str(notes_file), "--out", str(out), "--no-progress"]
+    cases = [(["--miner", "dense", "--dense-model", "m", "--dense-quantize", "int8"],
+              "field 'dense_quantize': int8 runs on the openvino backend; add --dense-backend openvino"),
+             (["--dense-backend", "openvino"], "field 'dense_backend': applies to the dense miner; add --miner dense")]
+    for flags, message in cases:
+        result = CliRunner().invoke(main, base + flags)
+        assert result.exit_code == 2 and message in result.output, result.output
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    result = CliRunner().invoke(main, base + ["--miner", "dense", "--dense-model", "m", "--dense-backend", "openvino"])
+    assert result.exit_code == 2 and "pip install 'colmed[openvino]'" in result.output, result.output
+    assert not out.exists() and not Path(f"{out}.partial").exists()
+    # "none" is fp32 however it is spelled, so a resume with the flag given agrees with one without it
+    cfg = small_config(notes_file, out, miner="dense", dense_model="m")
+    assert cfg.replace(dense_quantize="none").fingerprint() == cfg.fingerprint()
+    # another engine mines other negatives (int8) but reuses the generated queries: a late setting
+    openvino = cfg.replace(dense_backend="openvino")
+    assert openvino.fingerprint() != cfg.fingerprint()
+    assert openvino.generation_fingerprint() == cfg.generation_fingerprint()
 
 
 def test_teacher_scores_from_a_cross_encoder(tmp_path, minilm_path):

@@ -208,3 +208,78 @@ def test_relative_local_model_is_stored_absolute(tmp_path, sample_dataset_dir, t
                                       "--device", "cpu"], catch_exceptions=False)
     assert found.exit_code == 0, found.output
     assert len([line for line in found.stdout.splitlines() if line.strip()]) == 3
+
+
+# ------------------------------------------------------------------ generate --overwrite reuses the generation
+
+class _CountingGenerator:
+    """The LLM-free inverse_cloze generator, counting its calls (one per batch of notes)."""
+
+    def __init__(self, cfg):
+        from colmed.data_gen.generators import make_generator
+
+        self.inner, self.calls = make_generator(cfg, None), 0
+
+    def generate(self, passages):
+        self.calls += 1
+        return self.inner.generate(passages)
+
+
+def _generate(notes, out, **settings) -> tuple[dict, int]:
+    """Run ``colmed generate``'s pipeline (40 notes in 5 batches); returns its manifest and the generator's calls."""
+    from colmed.data_gen.config import GenerateConfig
+    from colmed.data_gen.pipeline import TripletPipeline
+
+    cfg = GenerateConfig(**{"notes": str(notes), "out": str(out), "chunk_words": 60, "min_chunk_words": 10,
+                            "num_negatives": 2, "range_max": 10, "dev_fraction": 0.25, "batch_notes": 8,
+                            "progress": False, **settings})
+    counting = _CountingGenerator(cfg)
+    return TripletPipeline(cfg, generator=counting).run(), counting.calls
+
+
+def test_overwrite_with_other_negatives_reuses_the_finished_generation(tmp_path, sample_dataset_dir):
+    """A finished output rerun with a late setting changed (here --negatives): the queries are not generated
+    again (with an LLM, hours), only mining and writing are redone; the result equals a fresh run."""
+    from colmed.data.triplets import read_triplets
+
+    out = tmp_path / "triplets"
+    first, calls = _generate(sample_dataset_dir, out)
+    assert calls == 5 and first["generation"]["parts"] == 5 and first["generation"]["reused"] is False
+    parts = {p.name: p.read_bytes() for p in (out / "generation").iterdir()}
+    queries = {r.query_id: r.query for r in read_triplets(out)}
+    assert max(len(r.negative_ids) for r in read_triplets(out)) == 2
+
+    with pytest.raises(IndexExistsError):  # still only with --overwrite
+        _generate(sample_dataset_dir, out, num_negatives=4)
+    again, calls = _generate(sample_dataset_dir, out, num_negatives=4, overwrite=True)
+    assert calls == 0 and again["generation"]["reused"] is True
+    assert again["generation"]["fingerprint"] == first["generation"]["fingerprint"]
+    records = list(read_triplets(out))
+    assert {r.query_id: r.query for r in records} == queries
+    assert max(len(r.negative_ids) for r in records) == 4
+    assert {p.name: p.read_bytes() for p in (out / "generation").iterdir()} == parts
+    _generate(sample_dataset_dir, tmp_path / "fresh", num_negatives=4)
+    for name in ("triplets.jsonl", "train/triplets.jsonl", "dev/triplets.jsonl", "rejects.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "triplets"]  # no .partial, temp or lock
+
+
+@pytest.mark.parametrize("change", ["seed", "queries_per_note", "notes"])
+def test_overwrite_with_another_generation_setting_or_other_notes_regenerates(tmp_path, sample_dataset_dir, change):
+    import shutil
+
+    notes = tmp_path / "notes"
+    shutil.copytree(sample_dataset_dir, notes)
+    out = tmp_path / "triplets"
+    first, _ = _generate(notes, out)
+    settings = {"seed": {"seed": 5}, "queries_per_note": {"queries_per_note": 2}, "notes": {}}[change]
+    if change == "notes":  # same path, one note edited: its fingerprint is the same, its sha256 is not
+        corpus = notes / "corpus.jsonl"
+        lines = corpus.read_text().splitlines()
+        doc = json.loads(lines[0])
+        lines[0] = json.dumps({**doc, "text": doc["text"] + " The patient was seen again a week later."})
+        corpus.write_text("\n".join(lines) + "\n")
+    again, calls = _generate(notes, out, overwrite=True, **settings)
+    assert calls == 5 and again["generation"]["reused"] is False
+    assert (again["generation"]["fingerprint"] == first["generation"]["fingerprint"]) == (change == "notes")
+    assert again["input"]["sha256"] != first["input"]["sha256"] or change != "notes"

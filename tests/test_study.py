@@ -184,6 +184,89 @@ def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir,
         assert status["train-colbert"] == "to"
 
 
+def test_finished_study_rerun_with_other_negatives_reuses_the_generated_queries(tmp_path, scripted_server):
+    """`--set data.negatives=3` after a finished study: the generate stage reruns without asking the LLM again
+    (its server is gone by then): only mining and writing are redone; the training and benchmark stages are
+    planned to rerun. The generate stage runs its real command; the later stages are marked done instead of
+    run (their reruns on a key change are tested above), to keep this fast."""
+    from colmed.data.triplets import read_triplets
+
+    def plan(cfg):
+        return {stage.name: status for stage, status in StageRunner(build_stages(cfg)).plan()}
+
+    with scripted_server() as base_url:
+        cfg = StudyConfig.from_dict({
+            "out": str(tmp_path / "study"),
+            "data": {"notes": str(write_notes(tmp_path / "notes.jsonl")), "num_notes": 20, "generator": "llm",
+                     "backend": "openai", "model": "scripted", "negatives": 2, "dev_fraction": 0.2,
+                     "args": {"base-url": base_url, "range-max": 10, "batch-notes": 5}},
+            "colbert": {"enabled": False}})
+        runner = StageRunner(build_stages(cfg))
+        StageRunner([runner.by_name["generate"]]).run(echo=lambda m: None)
+    for stage in runner.stages[1:]:  # the later stages, as if they had run on these triplets
+        runner.marker(stage).write_text(json.dumps({"key": runner.key(stage)}))
+    assert set(plan(cfg).values()) == {"cached"}
+    triplets = tmp_path / "study" / "stages" / "triplets"
+    queries = {r.query_id: r.query for r in read_triplets(triplets)}
+    assert queries and max(len(r.negative_ids) for r in read_triplets(triplets)) == 2
+
+    late = apply_overrides(cfg, ["data.negatives=3"])
+    assert plan(late) == {"generate": "to run", "train-bi-encoder": "to run", "benchmark": "to run"}
+    generate = StageRunner(build_stages(late)).by_name["generate"]
+    said: list[str] = []
+    StageRunner([generate]).run(echo=said.append)
+    assert said[-1].startswith("[generate] done")
+    manifest = json.loads((triplets / "manifest.json").read_text())
+    assert manifest["generation"]["reused"] is True and manifest["config"]["num_negatives"] == 3
+    assert "reused the generated queries" in (triplets.parent / "generate.log").read_text()
+    records = list(read_triplets(triplets))
+    assert {r.query_id: r.query for r in records} == queries and max(len(r.negative_ids) for r in records) == 3
+    assert plan(late) == {"generate": "cached", "train-bi-encoder": "to run", "benchmark": "to run"}
+    assert sorted(p.name for p in triplets.parent.iterdir() if p.name.endswith((".partial", ".started"))) == []
+
+
+def test_a_kept_output_is_adopted_only_once_the_current_keys_run_replaced_it(tmp_path):
+    """A stage keeping its output across key changes (generate: its command decides what to reuse) is stopped
+    under a new key before replacing the old output: the re-run runs it instead of adopting the old key's
+    output; stopped after replacing it (the marker never written), the output is adopted."""
+    from colmed.core.errors import ColmedError
+    from colmed.stages import Stage
+
+    out, fail = tmp_path / "stages" / "triplets", tmp_path / "fail"
+
+    def stage(value: int) -> Stage:
+        code = (f"import json, pathlib, sys\nif pathlib.Path({str(fail)!r}).exists(): sys.exit(1)\n"
+                f"out = pathlib.Path({str(out)!r}); out.mkdir(parents=True, exist_ok=True)\n"
+                f"(out / 'manifest.json').write_text(json.dumps({{'kind': 'colmed-triplets', 'value': {value}}}))")
+        return Stage("generate", [sys.executable, "-c", code], out, clean_on_change=False, output=out,
+                     output_kind="triplets")
+
+    def run(value: int) -> list[str]:
+        said: list[str] = []
+        StageRunner([stage(value)]).run(echo=said.append)
+        return said
+
+    def value() -> int:
+        return json.loads((out / "manifest.json").read_text())["value"]
+
+    run(1)
+    fail.touch()  # key 2's run stops before its command replaced the output (a crash would too)
+    with pytest.raises(ColmedError, match="failed"):
+        run(2)
+    started = StageRunner.marker(stage(2)).with_suffix(".started")
+    as_started = started.read_text()
+    assert value() == 1 and json.loads(as_started)["key"] == StageRunner([stage(2)]).key(stage(2))
+    fail.unlink()
+    said = run(2)
+    assert [line.split(":")[0].split(" in ")[0] for line in said] == ["[generate] running", "[generate] done"]
+    assert value() == 2
+    # The orchestrator died after the command replaced the output, before writing the marker.
+    StageRunner.marker(stage(2)).unlink()
+    started.write_text(as_started)
+    said = run(2)
+    assert said[0].startswith("[generate] adopted") and len(said) == 1 and value() == 2 and not started.exists()
+
+
 @pytest.mark.parametrize("config", ["bench/study_reference.yaml", "bench/study_gpu.yaml"])
 def test_shipped_study_configs_plan_commands_their_cli_accepts(config):
     """Every flag a shipped study config passes to a stage is a real option with a valid value."""

@@ -18,7 +18,8 @@ Examples::
     colmed generate ... --backend openai --base-url http://host:8000/v1 --model Qwen/Qwen2.5-7B-Instruct --shard 0/4
     colmed generate --merge-shards --out runs/big
 
-Re-running an interrupted command resumes it; a finished output is only replaced with --overwrite.
+Re-running an interrupted command resumes it (with --ray too: finished blocks of queries are kept); a
+finished output is only replaced with --overwrite.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ _RENAMES = {"negatives": "num_negatives", "prompts_file": "prompts"}
 @click.option("--round-trip-k", type=int, help="Keep a query only if its passage ranks in the miner's top-k [off].")
 @click.option("--miner", type=click.Choice(["bm25", "dense", "none"]), help="Hard-negative miner [bm25].")
 @click.option("--dense-model", help="Dense miner model (path or name).")
+@click.option("--dense-backend", type=click.Choice(["torch", "openvino"]),
+              help="Dense miner: the encoder's engine [torch]; openvino needs colmed[openvino].")
+@click.option("--dense-quantize", type=click.Choice(["none", "int8", "bf16"]),
+              help="Dense miner on openvino: int8 weights and activations, or bf16 compute [none: fp32].")
 @click.option("--negatives", type=int, help="Negatives per query [5].")
 @click.option("--range-min", type=int, help="Skip this many top candidates [0].")
 @click.option("--range-max", type=int, help="Consider candidates up to this rank [50].")
@@ -85,12 +90,14 @@ _RENAMES = {"negatives": "num_negatives", "prompts_file": "prompts"}
               help="--ray: CPUs per replica [a local Ray: the cores shared out over the replicas].")
 @click.option("--ray-queries", type=click.Path(file_okay=False), default=None,
               help="--ray: folder of the generated queries (reused by a rerun) [<out>-queries].")
+@click.option("--ray-batch-size", type=int, default=None,
+              help="--ray: passages per backend call and per checkpointed block [16; vllm: 64].")
 @click.option("--labelled", default=None,
               help="Instead of notes: a BEIR folder/hub name whose judged --labelled-split pairs become the "
                    "positives (supervised data on the same footing as synthetic).")
 @click.option("--labelled-split", default="train", show_default=True, help="Split of --labelled.")
 def command(config_path, merge_shards, no_progress, labelled, labelled_split, use_ray, ray_replicas,
-            ray_cpus_per_replica, ray_queries, **flags):
+            ray_cpus_per_replica, ray_queries, ray_batch_size, **flags):
     """Generate synthetic triplets from clinical notes (resumable; see the module docs)."""
     from colmed.data_gen.config import GenerateConfig
     from colmed.data_gen.pipeline import TripletPipeline, merge_shards as merge
@@ -121,10 +128,13 @@ def command(config_path, merge_shards, no_progress, labelled, labelled_split, us
     if use_ray:
         from colmed.data_gen.ray_pipeline import run_with_ray
 
-        manifest = run_with_ray(cfg, ray_queries, replicas=ray_replicas, num_cpus_per_replica=ray_cpus_per_replica)
+        manifest = run_with_ray(cfg, ray_queries, replicas=ray_replicas, num_cpus_per_replica=ray_cpus_per_replica,
+                                batch_size=ray_batch_size)
     else:
         manifest = TripletPipeline(cfg).run()
     c = manifest["counts"]
     click.echo(f"wrote {c['records']['total']} triplets ({c['records']['train']} train, {c['records']['dev']} dev) "
                f"to {TripletPipeline(cfg).out}; filters: {json.dumps(c['filters'])}; "
                f"{manifest['throughput']['notes_per_second']} notes/s")
+    if manifest.get("generation", {}).get("reused"):
+        click.echo("reused the generated queries of the output it replaced (same generation settings, notes, model)")
