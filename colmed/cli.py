@@ -82,6 +82,7 @@ def train():
     "benchmark": ("colmed.commands.benchmark:command", "Run retrievers over a benchmark suite."),
     "study": ("colmed.commands.study:command", "Notes -> triplets -> both families trained -> report."),
     "serve": ("colmed.commands.serve:command", "Serve indexes over HTTP (FastAPI): search, fusion, manifests."),
+    "export": ("colmed.commands.export:group", "Export a trained ColBERT as a Stanford (colbert-ai) checkpoint."),
 })
 @click.option("-q", "--quiet", is_flag=True, help="Results and errors only: no status lines, no progress bars.")
 @click.option("-v", "--verbose", is_flag=True,

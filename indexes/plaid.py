@@ -12,8 +12,11 @@ Who encodes: a sentence-transformers ``MultiVectorEncoder`` (``colmed train colb
 a plain sentence-transformers/BERT model (made an untrained ColBERT by
 :func:`colmed.colbert.multivector.colbert_from_base`) encodes documents and queries with its own
 conventions, and colbert-ai only clusters, compresses, probes and scores the embeddings it is handed
-(``settings["encoder"] == "multivector"``). A colbert-ai/Stanford checkpoint (``HF_ColBERT``) or a hub
-name is encoded by colbert-ai itself, as before (``settings["encoder"] == "colbert-ai"``).
+(``settings["encoder"] == "multivector"``), on torch or OpenVINO (``settings["encoder_backend"]``; queries
+are encoded on the documents' engine unless a search asks for another). A plain model's PCA sample is
+encoded once, for the PCA and the index (``settings["pca"]``). A colbert-ai/Stanford checkpoint
+(``HF_ColBERT``) or a hub name is encoded by colbert-ai itself, on torch, as before
+(``settings["encoder"] == "colbert-ai"``).
 
 Search settings follow colbert-ai's defaults for the requested ``k`` unless given explicitly
 (``ncells``, ``ndocs``, ``centroid_score_threshold``); they are passed on every call.
@@ -36,7 +39,7 @@ import io
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from colmed.core.errors import InputError
 from colmed.core.io import resolve_model_arg
@@ -70,24 +73,42 @@ def uses_colbert_ai_encoder(model: str) -> bool:
 
 
 def _multivector_model(model: str, passages: list[str], out_dir: Path, dim: int | None, pca_passages: int,
-                       device: str | None):
-    """The MultiVectorEncoder that encodes this index, and the model reference the manifest records."""
-    from colmed.colbert.multivector import checkpoint_kind, colbert_from_base, load_colbert
+                       device: str | None, backend: str | None, quantize: str | None, reuse_pca_encodings: bool):
+    """The MultiVectorEncoder that encodes this index, the model reference the manifest records, and for a
+    plain model the :class:`~colmed.colbert.multivector.UntrainedColbert` made from it (its PCA and, with
+    ``reuse_pca_encodings``, the PCA sample's embeddings for the index)."""
+    from colmed.colbert.multivector import checkpoint_kind, load_colbert, untrained_colbert
 
     if checkpoint_kind(model) == "multivector":
         if dim is not None:
             raise InputError("dim applies to a ColBERT built from a plain model, not to a ColBERT checkpoint",
                              field="dim")
-        return load_colbert(model, device=device), model
-    encoder = colbert_from_base(model, dim, pca_texts=passages[:pca_passages], device=device)
-    encoder.save(str(out_dir / ENCODER_SUBDIR))
-    return encoder, ENCODER_SUBDIR
+        return load_colbert(model, device=device, backend=backend, quantize=quantize), model, None
+    built = untrained_colbert(model, dim, pca_texts=passages[:pca_passages], device=device, backend=backend,
+                              quantize=quantize, keep_sample_embeddings=reuse_pca_encodings)
+    built.save(out_dir / ENCODER_SUBDIR)
+    return built.model, ENCODER_SUBDIR, built
+
+
+def _reusing(encode: "Callable[[list[str]], list]", known: dict[str, Any], counters: dict[str, int]):
+    """``encode`` for colbert-ai's indexer, answering passages already encoded (``known``: text -> embedding)
+    from memory and encoding the rest in one call, in the order asked."""
+
+    def encode_documents(texts: list[str]) -> list:
+        missing = [t for t in texts if t not in known]
+        fresh = iter(encode(missing) if missing else [])
+        counters["reused"] += len(texts) - len(missing)
+        counters["encoded"] += len(missing)
+        return [known[t] if t in known else next(fresh) for t in texts]
+
+    return encode_documents
 
 
 def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_maxlen: int | None = None,
                       batch_size: int = 32, device: str | None = None, kmeans_niters: int = 4,
                       reuse_sample_encodings: bool = True, recall_sample: int = 50, dim: int | None = None,
-                      pca_passages: int = 2000, kmeans_threads: int | None = None, **extra) -> IndexManifest:
+                      pca_passages: int = 2000, kmeans_threads: int | None = None, backend: str | None = None,
+                      quantize: str | None = None, reuse_pca_encodings: bool = True, **extra) -> IndexManifest:
     """Encode ``dataset.corpus`` with the ColBERT checkpoint ``model`` into a PLAID index in ``out_dir``.
 
     Called by :func:`colmed.indexes.base.build_index`, which owns ``out_dir`` (a temp dir renamed on success) and
@@ -97,6 +118,13 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
     k-means runs with ``kmeans_threads`` faiss threads, by default the cores free when it starts (on a busy
     machine faiss with every core stalls; :mod:`colmed.colbert.adapter`). The manifest records the k-means
     settings used (``settings["kmeans"]``) and where the build time went (``stats["phase_seconds"]``).
+
+    ``backend``/``quantize``: the engine colmed's encoder runs on (torch, or openvino fp32/int8/bf16:
+    :func:`colmed.colbert.multivector.use_encoder_backend`), recorded in ``settings["encoder_backend"]``;
+    searches encode queries on the same one unless told otherwise. A plain model's PCA sample
+    (``pca_passages``, the corpus's first passages) is encoded once: its embeddings, projected, are indexed
+    as they are (``reuse_pca_encodings``; ``False`` encodes them again, as before, to measure the saving).
+    ``settings["pca"]`` records the fit and whether its encodings were reused.
     """
     from colmed.colbert import adapter
 
@@ -107,6 +135,9 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
         raise InputError("a ColBERT checkpoint is required (--model)", field="model")
     if nbits not in (1, 2, 4, 8):
         raise InputError(f"nbits must be 1, 2, 4 or 8, got {nbits}", field="nbits")
+    from colmed.bi_encoder.encoder import check_backend
+
+    backend, quantize = check_backend(backend, quantize)
     resolved_device = adapter.resolve_device(device)
     if Path(model).exists():  # a local checkpoint: record it so the index loads from any working directory
         model = str(Path(model).resolve())
@@ -123,17 +154,29 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
     own_encoder: dict[str, Any] = {}
     conventions: dict[str, Any] = {}
     model_seconds = 0.0
+    pca: dict[str, Any] | None = None
+    pca_seconds: dict[str, float] = {}
+    reuse_counts = {"reused": 0, "encoded": 0}
+    known: dict[str, Any] = {}  # passage -> its embedding from the PCA's pass, served to colbert-ai's indexer
     if uses_colbert_ai_encoder(model):
         if dim is not None:
             raise InputError("a colbert-ai checkpoint has a trained projection; dim does not apply", field="dim")
+        if backend != "torch":
+            raise InputError(f"colbert-ai encodes its own checkpoints on torch; --backend {backend} applies to "
+                             "sentence-transformers ColBERT models and plain models", field="backend")
         doc_maxlen = doc_maxlen or LEGACY_DOC_MAXLEN
         model_ref = model
     else:
         from colmed.colbert import multivector
 
+        # The PCA sample is encoded at the model's default document length; at another doc_maxlen the
+        # index's documents are read differently, so the sample is encoded again for it.
+        reusable = reuse_pca_encodings and doc_maxlen in (None, multivector.DEFAULT_DOCUMENT_LENGTH)
         model_started = time.time()
-        encoder, model_ref = _multivector_model(model, passages, out_dir, dim, pca_passages, device)
-        # loading the model and, for a plain model, encoding pca_passages for its projection's PCA
+        encoder, model_ref, built = _multivector_model(model, passages, out_dir, dim, pca_passages, device,
+                                                       backend, quantize, reusable)
+        # loading the model and, for a plain model, encoding pca_passages for its projection's PCA (with
+        # reuse_pca_encodings, that encoding is also the index's for those passages)
         model_seconds = time.time() - model_started
         if doc_maxlen:  # an index-time choice, like colbert-ai's doc_maxlen: documents only
             multivector.set_document_length(encoder, doc_maxlen)
@@ -143,13 +186,29 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
                              f"dim must be a multiple of 8 x nbits ({8 * nbits}); use a smaller nbits",
                              field="nbits")
         doc_maxlen = conventions["document_length"]
-        own_encoder = {"encode_documents": lambda texts: multivector.encode_documents(encoder, texts, batch_size),
-                       "dim": conventions["dim"], "query_maxlen": multivector.query_token_limit(encoder)}
+
+        def encode(texts: list[str]) -> list:
+            return multivector.encode_documents(encoder, texts, batch_size)
+
+        if built is not None and built.pca is not None:
+            pca_seconds = {"encode": built.pca.pop("encode_seconds"), "fit": built.pca.pop("fit_seconds")}
+            pca = {**built.pca, "reused_for_index": bool(built.sample_embeddings)}
+            if not built.sample_embeddings:
+                pca["not_reused_because"] = ("reuse_pca_encodings=False" if not reuse_pca_encodings else
+                                             f"doc_maxlen {doc_maxlen} differs from the PCA sample's "
+                                             f"{multivector.DEFAULT_DOCUMENT_LENGTH} tokens")
+            else:
+                known.update(zip(passages[:pca_passages], built.sample_embeddings))
+                built.sample_embeddings = []
+                encode = _reusing(encode, known, reuse_counts)
+        own_encoder = {"encode_documents": encode, "dim": conventions["dim"],
+                       "query_maxlen": multivector.query_token_limit(encoder)}
     info = adapter.build_plaid(str(model), passages, out_dir / PLAID_SUBDIR, nbits=nbits, doc_maxlen=doc_maxlen,
                                index_bsize=batch_size, scratch=out_dir / ".scratch", kmeans_niters=kmeans_niters,
                                log=log, reuse_sample_encodings=reuse_sample_encodings,
                                kmeans_threads=kmeans_threads, **own_encoder)
     seconds = time.time() - started
+    known.clear()  # the PCA sample's embeddings are in the index now; free them before the recall check
     source_model, model = model, model_ref
     shutil.rmtree(out_dir / ".scratch", ignore_errors=True)
 
@@ -158,8 +217,16 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
     metadata = json.loads((out_dir / PLAID_SUBDIR / "metadata.json").read_text(encoding="utf-8"))
     num_embeddings = int(metadata["num_embeddings"])
     plaid_bytes = _dir_bytes(out_dir / PLAID_SUBDIR)
+    if own_encoder:
+        from colmed.colbert.multivector import encoder_backend
+
+        backend_record = encoder_backend(encoder)
+    if pca is not None:
+        pca["index_passages_reused"] = reuse_counts["reused"]  # colbert-ai may ask twice (k-means sample, index)
     settings = {"encoder": "multivector" if own_encoder else "colbert-ai",
                 **({"conventions": conventions} if conventions else {}),
+                **({"encoder_backend": backend_record} if own_encoder else {}),
+                **({"pca": pca} if pca is not None else {}),
                 **({"base_model": source_model} if model != source_model else {}),
                 "nbits": nbits, "doc_maxlen": doc_maxlen, "query_maxlen": info["query_maxlen"],
                 "index_bsize": batch_size, "kmeans_niters": kmeans_niters, "device": resolved_device,
@@ -175,6 +242,7 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
              "index_bytes": plaid_bytes, "bytes_per_token": round(plaid_bytes / max(1, num_embeddings), 2),
              "build_seconds": round(seconds, 2), "encoded_passages": info["encoded_passages"],
              "reused_sample_encodings": info["reused_sample_encodings"],
+             **({"pca_seconds": pca_seconds} if pca_seconds else {}),
              "phase_seconds": {"model_and_pca": round(model_seconds, 3), **info["phase_seconds"],
                                "other": round(seconds - model_seconds - sum(info["phase_seconds"].values()), 3)}}
     from colmed.core.provenance import package_versions
@@ -221,7 +289,7 @@ class PlaidIndex:
     def __init__(self, index_dir: str | Path, manifest: IndexManifest, model: str | None = None,
                  device: str | None = None, ncells: int | None = None, ndocs: int | None = None,
                  centroid_score_threshold: float | None = None, batch_size: int = 128,
-                 query_maxlen: int | None = None):
+                 query_maxlen: int | None = None, backend: str | None = None, quantize: str | None = None):
         from colmed.colbert import adapter
 
         self.index_dir = Path(index_dir)
@@ -249,13 +317,23 @@ class PlaidIndex:
         encode_queries = None
         if manifest.settings.get("encoder") == "multivector":
             from colmed.colbert import multivector
+            from colmed.indexes.dense import query_backend
 
-            encoder = multivector.load_colbert(checkpoint, device=self.device)
+            # queries on the engine the documents were encoded on, unless asked otherwise
+            backend, quantize = query_backend(manifest, backend, quantize)
+            encoder = multivector.load_colbert(checkpoint, device=self.device, backend=backend, quantize=quantize)
             if query_maxlen:
                 multivector.set_query_length(encoder, query_maxlen)
             query_maxlen = multivector.query_token_limit(encoder)
             encode_queries = lambda texts: multivector.encode_queries(encoder, texts, batch_size)  # noqa: E731
             self.encoder = encoder
+            self.query_encoder_backend = multivector.encoder_backend(encoder)
+        elif (backend or "torch") != "torch" or quantize not in (None, "none"):
+            raise InputError("this index's queries are encoded by colbert-ai on torch (a colbert-ai checkpoint); "
+                             "--backend/--quantize apply to indexes of sentence-transformers ColBERT models",
+                             path=self.index_dir, field="backend")
+        else:
+            self.query_encoder_backend = {"backend": "torch", "quantization": None}
         self._searcher = adapter.PlaidSearcher(plaid, checkpoint, num_docs=len(self.doc_ids),
                                                query_maxlen=query_maxlen or manifest.settings.get("query_maxlen"),
                                                encode_queries=encode_queries)
@@ -266,10 +344,12 @@ class PlaidIndex:
         """The ``LOADERS["colbert"]`` entry point: open ``index_dir`` described by ``manifest``.
 
         Accepts ``model`` (another copy of the checkpoint), ``ncells``, ``ndocs``,
-        ``centroid_score_threshold``, ``batch_size`` and ``query_maxlen`` (query tokens read; default: the
-        model's); options other families use and left unset are ignored.
+        ``centroid_score_threshold``, ``batch_size``, ``query_maxlen`` (query tokens read; default: the
+        model's) and ``backend``/``quantize`` (the query encoder's engine; default: the one the documents were
+        encoded on, ``settings["encoder_backend"]``); options other families use and left unset are ignored.
         """
-        known = {"model", "ncells", "ndocs", "centroid_score_threshold", "batch_size", "query_maxlen"}
+        known = {"model", "ncells", "ndocs", "centroid_score_threshold", "batch_size", "query_maxlen", "backend",
+                 "quantize"}
         unknown = sorted(k for k, v in extra.items() if k not in known and v is not None)
         if unknown:
             raise InputError(f"unknown option(s) for a colbert index: {', '.join(unknown)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -175,3 +176,59 @@ def test_distillation_trains_on_teacher_scores(tmp_path, tiny_bert_dir):
         f.write(json.dumps({**records[0], "query_id": "bare", "split": "train"}) + "\n")
     with pytest.raises(InputError, match=r"t\.jsonl: field 'teacher_scores': .*query 'bare' has 0"):
         train_colbert(ColbertTrainingConfig(**{**config.to_dict(), "out": str(tmp_path / "kd2")}), progress=False)
+
+
+def test_one_encoding_pass_gives_the_same_projection_and_the_index_embeddings(minilm_path, sample_dataset_dir):
+    """The PCA sample is encoded once at the base size: the projection is the one a separate PCA pass over
+    the same passages fits (bitwise), and the kept sample, projected and re-normalised, is what the
+    projecting model encodes (float rounding aside), so a PLAID build need not encode it again."""
+    from colmed.colbert.multivector import pca_projection, untrained_colbert
+    from colmed.data.datasets import load_dataset
+
+    texts = load_dataset(sample_dataset_dir).doc_texts()
+    built = untrained_colbert(minilm_path, 128, pca_texts=texts, keep_sample_embeddings=True)
+    unprojected = colbert_from_base(minilm_path, dim=384)
+    assert torch.equal(built.model[1].linear.weight.detach(), pca_projection(unprojected, texts, 128))
+    again = encode_documents(built.model, texts)
+    assert [e.shape for e in again] == [e.shape for e in built.sample_embeddings]
+    assert max(float((a - b).abs().max()) for a, b in zip(again, built.sample_embeddings)) < 1e-5
+    assert built.pca["passages"] == len(texts) and built.pca["tokens"] == sum(e.size(0) for e in again)
+    assert built.pca["tokens_used"] == built.pca["tokens"] and built.pca["encoder_backend"]["backend"] == "torch"
+    # without asking, nothing is kept (training starts from the model alone)
+    assert untrained_colbert(minilm_path, 128, pca_texts=texts[:4]).sample_embeddings == []
+
+
+def test_pca_subsamples_to_max_tokens_with_a_fixed_seed():
+    from colmed.colbert.multivector import pca_from_embeddings
+
+    torch.manual_seed(0)
+    embeddings = [torch.nn.functional.normalize(torch.randn(n, 24), dim=-1) for n in (30, 50, 40)]
+    weight, used = pca_from_embeddings(embeddings, 8, max_tokens=60)
+    assert weight.shape == (8, 24) and torch.allclose(weight @ weight.T, torch.eye(8), atol=1e-5)
+    assert (used["tokens"], used["tokens_used"], used["max_tokens"]) == (120, 60, 60)
+    assert torch.equal(weight, pca_from_embeddings(embeddings, 8, max_tokens=60)[0])  # same subsample every time
+    with pytest.raises(InputError, match="PCA to 8 dims needs at least 8 token embeddings"):
+        pca_from_embeddings([torch.randn(5, 24)], 8)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+                    reason="colmed[openvino] (openvino, nncf) is not installed")
+def test_an_untrained_colbert_on_openvino_saves_torch_weights_and_shares_its_int8_export(tiny_bert_dir, tmp_path,
+                                                                                        monkeypatch):
+    """The backend runs from before the PCA (one pass, on the engine the index uses); the saved model has
+    torch weights, and loading it on int8 again (as a PLAID search does) reuses the build's export."""
+    from colmed.colbert.multivector import encoder_backend, untrained_colbert
+
+    monkeypatch.setenv("COLMED_CACHE_DIR", str(tmp_path / "cache"))
+    built = untrained_colbert(tiny_bert_dir, 16, pca_texts=PASSAGES * 4, backend="openvino", quantize="int8",
+                              keep_sample_embeddings=True)
+    assert built.pca["encoder_backend"]["quantization"] == "int8" == encoder_backend(built.model)["quantization"]
+    built.save(tmp_path / "model")
+    torch_model = load_colbert(tmp_path / "model")
+    assert type(torch_model[0].model).__name__ == "BertModel"
+    assert torch.equal(torch_model[1].linear.weight, built.model[1].linear.weight)
+    reloaded = load_colbert(tmp_path / "model", backend="openvino", quantize="int8")
+    assert encoder_backend(reloaded)["export_key"] == encoder_backend(built.model)["export_key"]
+    assert len([p for p in (tmp_path / "cache" / "encoders").iterdir() if p.is_dir()]) == 1
+    again = encode_documents(reloaded, PASSAGES)
+    assert max(float((a - b).abs().max()) for a, b in zip(again, built.sample_embeddings)) < 1e-4

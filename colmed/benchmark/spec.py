@@ -106,7 +106,7 @@ class BenchmarkConfig:
     index_type: str = "flat"
     batch_size: int = 32
     device: str | None = None
-    backend: str | None = None  # dense retrievers' encoder engine (torch, openvino) unless a retriever sets its own
+    backend: str | None = None  # dense/colbert retrievers' encoder engine (torch, openvino) unless one sets its own
     quantize: str | None = None  # with backend openvino: int8 (None: fp32)
 
     @classmethod
@@ -138,7 +138,7 @@ class BenchmarkConfig:
 
             backend, quantize = check_backend(self.backend, self.quantize)
             for spec in specs:
-                if spec.kind == "dense" and (backend, quantize) != ("torch", None):  # torch keeps its cached runs
+                if spec.kind in ("dense", "colbert") and (backend, quantize) != ("torch", None):  # torch keeps its runs
                     spec.options.setdefault("backend", backend)
                     spec.options.setdefault("quantize", quantize)
         if not specs:

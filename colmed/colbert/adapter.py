@@ -592,6 +592,47 @@ class PlaidSearcher:
         return out
 
 
+# --------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(out_dir: str | Path, encoder_dir: str | Path, projection: torch.Tensor,
+                    settings: dict[str, Any]) -> None:
+    """Write a colbert-ai checkpoint as colbert-ai's own ``BaseColBERT.save`` does: ``HF_ColBERT`` weights
+    (the encoder in the transformers folder ``encoder_dir``, ``linear.weight`` = ``projection``), the tokenizer,
+    and ``artifact.metadata`` from ``ColBERTConfig(**settings)`` (used by :mod:`colmed.colbert.export`)."""
+    apply_compat()
+    import colbert.modeling.hf_colbert as hf_colbert
+    from colbert.infra import ColBERTConfig
+    from transformers import AutoTokenizer
+
+    config = ColBERTConfig(**settings)
+    try:
+        model_class = hf_colbert.class_factory(str(encoder_dir))
+    except (ValueError, AssertionError) as e:  # an architecture colbert-ai cannot wrap
+        raise InputError(f"colbert-ai cannot load this encoder: {str(e).splitlines()[0][:200]}",
+                         field="model") from None
+    model = model_class.from_pretrained(str(encoder_dir), colbert_config=config)
+    with torch.no_grad():
+        model.linear.weight.copy_(projection.to(model.linear.weight.dtype))
+    model.save_pretrained(str(out_dir))
+    AutoTokenizer.from_pretrained(str(encoder_dir)).save_pretrained(str(out_dir))
+    config.save_for_checkpoint(str(out_dir))
+
+
+def checkpoint_encodings(checkpoint: str | Path, queries: Sequence[str], documents: Sequence[str], *,
+                         scratch: str | Path) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """How colbert-ai's ``Checkpoint`` encodes: one float32 ``(tokens, dim)`` tensor per query (every
+    [MASK]-expanded position) and per document (padding and skiplisted tokens dropped, as indexed)."""
+    with _colbert_run(scratch), _quiet(None, stderr=True):
+        from colbert.infra import ColBERTConfig
+        from colbert.modeling.checkpoint import Checkpoint
+
+        model = Checkpoint(str(checkpoint), colbert_config=ColBERTConfig(), verbose=0)
+        Q = model.queryFromText(list(queries), bsize=32)
+        D, doclens = model.docFromText(list(documents), bsize=32, keep_dims="flatten")
+    return [q.float().cpu() for q in Q], list(D.float().cpu().split(doclens))
+
+
 def colbert_version() -> str:
     from importlib import metadata
 
@@ -601,4 +642,5 @@ def colbert_version() -> str:
         return "unknown"
 
 
-__all__ = ["PlaidSearcher", "build_plaid", "colbert_version", "resolve_device"]
+__all__ = ["PlaidSearcher", "build_plaid", "checkpoint_encodings", "colbert_version", "resolve_device",
+           "save_checkpoint"]

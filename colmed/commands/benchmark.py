@@ -33,9 +33,9 @@ import click
 @click.option("--batch-size", type=int, default=None)
 @click.option("--device", default=None)
 @click.option("--backend", type=click.Choice(["torch", "openvino"]), default=None,
-              help="Dense retrievers: encoder engine [torch]; openvino needs colmed[openvino].")
+              help="Dense and ColBERT retrievers: encoder engine [torch]; openvino needs colmed[openvino].")
 @click.option("--quantize", type=click.Choice(["none", "bf16", "int8"]), default=None,
-              help="Dense retrievers, --backend openvino: int8, bf16 or none (fp32) [none].")
+              help="Dense and ColBERT retrievers, --backend openvino: int8, bf16 or none (fp32) [none].")
 def command(retrievers, suite, datasets, data_dir, baseline, check_published, tolerance, out, cache_dir, config_path, k,
             stat_test, bootstrap_resamples, index_type, batch_size, device, backend, quantize):
     """Evaluate retrievers on a suite: MedEmbed-style tables (nDCG@10 with 95% CIs, Recall@100, MRR@10),

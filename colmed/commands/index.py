@@ -9,7 +9,7 @@ BM25_METHODS = ("robertson", "lucene", "bm25l", "bm25+", "atire")  # bm25s' vari
 RETRIEVER_OPTIONS = {
     "model": ("dense", "colbert"), "batch_size": ("dense", "colbert"), "device": ("dense", "colbert"),
     "index_type": ("dense",), "query_prompt": ("dense",), "document_prompt": ("dense",),
-    "max_seq_length": ("dense",), "backend": ("dense",), "quantize": ("dense",),
+    "max_seq_length": ("dense",), "backend": ("dense", "colbert"), "quantize": ("dense", "colbert"),
     "nbits": ("colbert",), "doc_maxlen": ("colbert",),
     "k1": ("bm25",), "b": ("bm25",), "method": ("bm25",), "stopwords": ("bm25",), "stemmer": ("bm25",),
 }
@@ -33,9 +33,9 @@ RETRIEVER_OPTIONS = {
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA when available).")
 @click.option("--backend", type=click.Choice(["torch", "openvino"]), default=None,
-              help="Dense: encoder engine [torch]; openvino needs colmed[openvino]. Searches reuse it.")
+              help="Dense/ColBERT: encoder engine [torch]; openvino needs colmed[openvino]. Searches reuse it.")
 @click.option("--quantize", type=click.Choice(["none", "bf16", "int8"]), default=None,
-              help="Dense, --backend openvino: int8 (NNCF static quantisation), bf16 (CPUs with AMX/AVX512-BF16) "
+              help="Dense/ColBERT, --backend openvino: int8 (NNCF static quantisation), bf16 (CPUs with AMX/AVX512-BF16) "
                    "or none (fp32) [none].")
 @click.option("--k1", type=float, default=None, help="BM25: term-frequency saturation [1.5].")
 @click.option("--b", "b", type=float, default=None, help="BM25: document-length normalisation, 0..1 [0.75].")
@@ -57,6 +57,7 @@ def command(kind, dataset, split, model, out, overwrite, index_type, query_promp
     colmed index --retriever dense --dataset BeIR/nfcorpus --model BAAI/bge-small-en-v1.5 --out idx/nf-bge
     colmed index --retriever dense --backend openvino --quantize int8 --dataset ... --model ... --out idx/nf-int8
     colmed index --retriever colbert --dataset ../shared/beir/nfcorpus --model ckpt/ --nbits 2 --out idx/nf-plaid
+    colmed index --retriever colbert --backend openvino --dataset ... --model ckpt/ --out idx/nf-plaid-ov
 
     Benchmark an index as built (no re-encoding): colmed benchmark --retriever NAME=index:DIR --dataset ...
     """
@@ -98,8 +99,8 @@ def command(kind, dataset, split, model, out, overwrite, index_type, query_promp
                "dense": dict(model=model, index_type=index_type, query_prompt=query_prompt,
                              document_prompt=document_prompt, batch_size=batch_size, device=device,
                              max_seq_length=max_seq_length, backend=backend, quantize=quantize),
-               "colbert": dict(model=model, nbits=nbits, batch_size=batch_size, device=device,
-                               **({"doc_maxlen": doc_maxlen} if doc_maxlen else {}))}[kind]
+               "colbert": dict(model=model, nbits=nbits, batch_size=batch_size, device=device, backend=backend,
+                               quantize=quantize, **({"doc_maxlen": doc_maxlen} if doc_maxlen else {}))}[kind]
     info(f"indexing {len(ds.corpus):,} documents of {ds.name} with {kind} ...")
     manifest = build_index(kind, ds, out, overwrite=overwrite, **options)
     stats = ", ".join(f"{k}={v}" for k, v in manifest.stats.items())

@@ -17,9 +17,10 @@ import click
 @click.option("--query-maxlen", type=int, default=None,
               help="ColBERT: query tokens read [a registered benchmark's protocol (ArguAna: 300), else the model's].")
 @click.option("--backend", type=click.Choice(["torch", "openvino"]), default=None,
-              help="Dense: encode queries on this engine [the one the index was built with]; recorded in the run.")
+              help="Dense/ColBERT: encode queries on this engine [the one the index was built with]; recorded in "
+                   "the run.")
 @click.option("--quantize", type=click.Choice(["none", "bf16", "int8"]), default=None,
-              help="Dense: query encoder precision, int8, bf16 or none (fp32), on openvino [the index's].")
+              help="Dense/ColBERT: query encoder precision, int8, bf16 or none (fp32), on openvino [the index's].")
 def command(index_dir, queries, split, query_text, k, out, batch_size, device, query_maxlen, backend, quantize):
     """Search an index with a query set (writes --out) or one --query (prints hits).
 
@@ -50,9 +51,9 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
         raise InputError(f"--query-maxlen applies to colbert indexes; {index_dir} is a {manifest.kind} index")
     encoder_options = {}
     if backend or quantize:
-        if manifest.kind != "dense":
-            raise InputError(f"--backend/--quantize apply to dense indexes; {index_dir} is a {manifest.kind} index",
-                             field="--backend")
+        if manifest.kind not in ("dense", "colbert"):
+            raise InputError(f"--backend/--quantize apply to dense and colbert indexes; {index_dir} is a "
+                             f"{manifest.kind} index", field="--backend")
         from colmed.indexes.dense import query_backend
 
         encoder_options = dict(zip(("backend", "quantize"), query_backend(manifest, backend, quantize)))
@@ -78,8 +79,11 @@ def command(index_dir, queries, split, query_text, k, out, batch_size, device, q
         return
     extra = {"search_options": {"query_maxlen": query_maxlen}} if query_maxlen else {}
     if encoder_options:  # queries encoded on another engine than the documents: the run says so
-        from colmed.bi_encoder.encoder import manifest_record
+        if manifest.kind == "colbert":
+            extra["query_encoder"] = retriever.query_encoder_backend
+        else:
+            from colmed.bi_encoder.encoder import manifest_record
 
-        extra["query_encoder"] = manifest_record(retriever.encoder.backend)
+            extra["query_encoder"] = manifest_record(retriever.encoder.backend)
     info = search_loaded_to_trec(retriever, manifest, *loaded, out, k=k, batch_size=batch_size, extra=extra or None)
     click.echo(f"wrote {out} ({info['queries']} queries, {info['qps']:.1f} queries/s; {ann_recall_line(manifest)})")
