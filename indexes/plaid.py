@@ -36,6 +36,7 @@ compiled once in ~2.5 min; ``tests/test_colbert.py`` runs this path on a tiny mo
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import time
 from pathlib import Path
@@ -104,6 +105,12 @@ def _reusing(encode: "Callable[[list[str]], list]", known: dict[str, Any], count
     return encode_documents
 
 
+def _check_nbits(dim: int, nbits: int) -> None:
+    if dim % (nbits * 8):
+        raise InputError(f"PLAID packs each {dim}-d token vector's residual in bytes: dim must be a multiple of "
+                         f"8 x nbits ({8 * nbits}); use a smaller nbits", field="nbits")
+
+
 def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_maxlen: int | None = None,
                       batch_size: int = 32, device: str | None = None, kmeans_niters: int = 4,
                       reuse_sample_encodings: bool = True, recall_sample: int = 50, dim: int | None = None,
@@ -164,6 +171,9 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
         if backend != "torch":
             raise InputError(f"colbert-ai encodes its own checkpoints on torch; --backend {backend} applies to "
                              "sentence-transformers ColBERT models and plain models", field="backend")
+        metadata = Path(model) / "artifact.metadata"
+        if metadata.is_file():  # a local checkpoint says its dim; a hub one is checked by colbert-ai itself
+            _check_nbits(int(json.loads(metadata.read_text(encoding="utf-8")).get("dim", 128)), nbits)
         doc_maxlen = doc_maxlen or LEGACY_DOC_MAXLEN
         model_ref = model
     else:
@@ -181,10 +191,7 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
         if doc_maxlen:  # an index-time choice, like colbert-ai's doc_maxlen: documents only
             multivector.set_document_length(encoder, doc_maxlen)
         conventions = multivector.conventions(encoder)
-        if conventions["dim"] % (nbits * 8):
-            raise InputError(f"PLAID packs each {conventions['dim']}-d token vector's residual in bytes: "
-                             f"dim must be a multiple of 8 x nbits ({8 * nbits}); use a smaller nbits",
-                             field="nbits")
+        _check_nbits(conventions["dim"], nbits)
         doc_maxlen = conventions["document_length"]
 
         def encode(texts: list[str]) -> list:
@@ -211,8 +218,6 @@ def build_plaid_index(dataset, out_dir: Path, model: str, nbits: int = 2, doc_ma
     known.clear()  # the PCA sample's embeddings are in the index now; free them before the recall check
     source_model, model = model, model_ref
     shutil.rmtree(out_dir / ".scratch", ignore_errors=True)
-
-    import json
 
     metadata = json.loads((out_dir / PLAID_SUBDIR / "metadata.json").read_text(encoding="utf-8"))
     num_embeddings = int(metadata["num_embeddings"])

@@ -340,6 +340,11 @@ def test_colbert_ai_checkpoints_from_before_the_switch_still_index_and_search(ti
     config.save_for_checkpoint(str(legacy))
     assert checkpoint_kind(legacy) == "stanford"
     dataset = load_dataset(sample_dataset_dir)
+    from colmed.core.errors import InputError
+
+    with pytest.raises(InputError, match="multiple of 8 x nbits") as refused:  # one line, not colbert-ai's assert
+        build_index("colbert", dataset, tmp_path / "idx", model=str(legacy), nbits=4, recall_sample=0)
+    assert refused.value.field == "nbits" and not (tmp_path / "idx").exists()
     manifest = build_index("colbert", dataset, tmp_path / "idx", model=str(legacy), nbits=2, batch_size=16,
                            recall_sample=0)
     assert manifest.settings["encoder"] == "colbert-ai" and manifest.dims == 16 and manifest.settings["doc_maxlen"] == 300
