@@ -252,22 +252,26 @@ def step_assets(s: dict) -> dict:
     return out
 
 
-def step_dense(s: dict) -> dict:
+def _index_and_search(s: dict, name: str, *retriever: str) -> tuple[dict, dict]:
+    """``colmed index`` then ``colmed search`` over the dataset, as a user runs them: the figures and the manifest."""
     work, log, ds = Path(s["work"]), Path(s["log"]), s["dataset"]
-    index = work / "dense"
-    build = _sh(_colmed("index", "--retriever", "dense", "--dataset", ds, "--model", s["assets"]["encoder"],
-                        "--device", s["device"], "--batch-size", "256" if not s["smoke"] else "16", "--out", str(index),
+    index = work / name
+    build = _sh(_colmed("index", *retriever, "--dataset", ds, "--model", s["assets"]["encoder"], "--device",
+                        s["device"], "--batch-size", "256" if not s["smoke"] else "16", "--out", str(index),
                         "--overwrite"), log)
-    run = work / "dense.trec"
+    run = work / f"{name}.trec"
     search = _sh(_colmed("search", "--index", str(index), "--queries", ds, "--k", "100", "--device", s["device"],
                          "--out", str(run)), log)
-    m = _manifest(index)
     docs = _count_lines(Path(ds) / "corpus.jsonl")
     queries = len({line.split()[0] for line in run.read_text().splitlines()})
     return {"docs": docs, "queries": queries, "index_seconds_cli": round(build, 2),
             "docs_per_second_cli": round(docs / build, 1), "search_seconds_cli": round(search, 2),
-            "queries_per_second_cli": round(queries / search, 1), "ndcg@10": _ndcg(ds, run),
-            "manifest_stats": m.get("stats") or m.get("build") or {},
+            "queries_per_second_cli": round(queries / search, 1), "ndcg@10": _ndcg(ds, run)}, _manifest(index)
+
+
+def step_dense(s: dict) -> dict:
+    figures, m = _index_and_search(s, "dense", "--retriever", "dense")
+    return {**figures, "manifest_stats": m.get("stats") or m.get("build") or {},
             "note": "CLI wall times include process start-up and model load"}
 
 
@@ -327,21 +331,8 @@ def step_faiss(s: dict) -> dict:
 
 
 def step_plaid(s: dict) -> dict:
-    work, log, ds = Path(s["work"]), Path(s["log"]), s["dataset"]
-    index = work / "plaid"
-    build = _sh(_colmed("index", "--retriever", "colbert", "--dataset", ds, "--model", s["assets"]["encoder"],
-                        "--device", s["device"], "--nbits", "2", "--batch-size", "256" if not s["smoke"] else "16",
-                        "--out", str(index), "--overwrite"), log)
-    run = work / "plaid.trec"
-    search = _sh(_colmed("search", "--index", str(index), "--queries", ds, "--k", "100", "--device", s["device"],
-                         "--out", str(run)), log)
-    m = _manifest(index)
-    docs = _count_lines(Path(ds) / "corpus.jsonl")
-    queries = len({line.split()[0] for line in run.read_text().splitlines()})
-    return {"docs": docs, "queries": queries, "index_seconds_cli": round(build, 2),
-            "docs_per_second_cli": round(docs / build, 1), "search_seconds_cli": round(search, 2),
-            "queries_per_second_cli": round(queries / search, 1), "ndcg@10": _ndcg(ds, run),
-            "manifest_stats": m.get("stats") or {}, "manifest_settings": m.get("settings") or {},
+    figures, m = _index_and_search(s, "plaid", "--retriever", "colbert", "--nbits", "2")
+    return {**figures, "manifest_stats": m.get("stats") or {}, "manifest_settings": m.get("settings") or {},
             "note": "CLI wall times include process start-up, model load and (first run) colbert-ai's C++/CUDA "
                     "extension build"}
 
