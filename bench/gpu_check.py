@@ -357,9 +357,8 @@ def _train(s: dict, family: str, steps: int, batch: int) -> dict:
             "--overwrite"]
     seconds = _sh(_colmed(*args), log)
     m = _manifest(out)
-    # the two trainers' manifests name these differently (bi-encoder: train_seconds/global_steps)
-    train_seconds = m.get("train_seconds", m.get("training_seconds"))
-    done = m.get("global_steps", m.get("steps", steps))
+    train_seconds = m.get("train_seconds")
+    done = m.get("global_steps", steps)
     return {"precision": m.get("precision", precision), "steps": done, "batch_size": batch,
             "train_seconds": train_seconds, "seconds_cli": round(seconds, 2),
             "steps_per_second": round(done / train_seconds, 2) if train_seconds else None,

@@ -115,7 +115,8 @@ def study_facts(out: Path) -> dict:
         "bi_encoder": {"steps": bi.get("global_steps"), "seconds": bi.get("train_seconds"),
                        "first_loss": hist[0]["loss"] if hist else None, "last_loss": hist[-1]["loss"] if hist else None,
                        "dev_base": (met.get("base_dev") or {}).get("dev_ndcg@10"), "dev_best": met.get("best_dev")},
-        "colbert": {"steps": cb.get("steps"), "seconds": cb.get("training_seconds"),
+        "colbert": {"steps": cb.get("global_steps", cb.get("steps")),  # studies before the names were shared
+                    "seconds": cb.get("train_seconds", cb.get("training_seconds")),
                     "first_loss": (cb.get("loss_curve") or [[None, None]])[0][1], "final_loss": cb.get("final_loss")},
     }
 

@@ -111,10 +111,12 @@ def fuse(runs: list[Mapping[str, Mapping[str, float]]], method: str = "rrf", nor
     return fuse_runs(runs, method=method, norm=norm)
 
 
-def generate(config=None, **settings) -> dict[str, Any]:
+def generate(config=None, *, record_check=None, **settings) -> dict[str, Any]:
     """Generate training triplets (``colmed generate``); returns the manifest written to ``out``.
 
     ``config`` is a :class:`~colmed.data_gen.config.GenerateConfig` or a YAML path; ``settings`` override it.
+    ``record_check`` runs on the records before they are written, e.g.
+    ``colmed.eval.contamination.TrainingSetCheck(["../shared/beir/nfcorpus"], decontaminate=True)``.
     """
     from colmed.data_gen.config import GenerateConfig
     from colmed.data_gen.pipeline import TripletPipeline
@@ -127,7 +129,7 @@ def generate(config=None, **settings) -> dict[str, Any]:
         from dataclasses import replace
 
         config = replace(config, **settings)
-    return TripletPipeline(config).run()
+    return TripletPipeline(config, record_check=record_check).run()
 
 
 def train_dense(config=None, *, resume: bool = False, overwrite: bool = False, **settings):

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from colmed.core.errors import ColmedError
+from colmed.core.errors import ColmedError, InputError
 from colmed.core.io import output_kind, write_json
 from colmed.core.provenance import hash_path
 
@@ -106,9 +106,16 @@ class StageRunner:
     def plan(self) -> list[tuple[Stage, str]]:
         return [(s, "cached" if self.is_done(s) else "to run") for s in self.stages]
 
-    def run(self, echo=print, log_dir: Path | None = None) -> dict[str, dict]:
+    def run(self, echo=print, log_dir: Path | None = None, until: str | None = None) -> dict[str, dict]:
+        """Run every stage not already done under its key, in order; with ``until``, stop after that stage."""
         summary: dict[str, dict] = {}
-        for stage in self.stages:
+        stages = self.stages
+        if until is not None:
+            names = [s.name for s in stages]
+            if until not in names:
+                raise InputError(f"unknown stage {until!r}; the stages are {', '.join(names)}", field="until")
+            stages = stages[:names.index(until) + 1]
+        for stage in stages:
             key = self.key(stage)
             if self.is_done(stage):
                 info = json.loads(self.marker(stage).read_text())

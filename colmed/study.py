@@ -51,6 +51,11 @@ class DataConfig:
     miner: str = "bm25"
     negatives: int = 5
     dev_fraction: float = 0.1
+    # Benchmarks whose test splits the triplets are checked against (names under benchmark.data_dir, or
+    # paths); None: every benchmark dataset of the study found there; []: no check.
+    contamination_check: list[str] | None = None
+    decontaminate: bool = False  # drop records copying/paraphrasing a test query or leaking a test pair
+    contamination_encoder: str | None = None  # adds the semantic (embedding) level, e.g. packaged:all-MiniLM-L6-v2
     args: dict[str, Any] = field(default_factory=dict)  # any other `colmed generate` flags
 
 
@@ -70,6 +75,9 @@ class StudyBenchmarkConfig:
     data_dir: str | None = "../shared/beir"
     baseline: str = "bm25"
     include_bases: bool = True
+    # paired tests beside those against the baseline: each trained model against its base, and ColBERT
+    # trained against dense trained (Holm-corrected across these pairs)
+    compare_families: bool = True
     args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,11 +157,16 @@ class GenerateStageConfig:
     gguf_file: str | None = None
     labelled_dataset: str | None = None
     labelled_split: str | None = None
+    contamination_check: list[str] = field(default_factory=list)
+    decontaminate: bool = False
+    contamination_encoder: str | None = None
     args: dict[str, Any] = field(default_factory=dict)
 
     def argv(self) -> list[str]:
         common = ["--miner", self.miner, "--negatives", self.negatives, "--dev-fraction", self.dev_fraction,
-                  "--seed", self.seed]
+                  "--seed", self.seed, *sum((["--contamination-check", d] for d in self.contamination_check), []),
+                  *(["--decontaminate"] if self.decontaminate else []),
+                  *_opt("--contamination-encoder", self.contamination_encoder)]
         # --overwrite: the stage owns its output; a changed generation setting then starts over, a changed late
         # setting (negatives, filters, splits) reuses the generation parts of an interrupted run or of the
         # finished output it replaces (so the stage keeps its output across key changes: clean_on_change=False).
@@ -199,13 +212,29 @@ class BenchmarkStageConfig:
     out: str
     datasets: list[str] = field(default_factory=list)
     data_dir: str | None = None
+    comparisons: list[str] = field(default_factory=list)
     args: dict[str, Any] = field(default_factory=dict)
 
     def argv(self) -> list[str]:
         cmd = ["benchmark", *sum((["--retriever", r] for r in self.retrievers), []), "--suite", self.suite,
                "--baseline", self.baseline, "--out", self.out, *sum((["--dataset", x] for x in self.datasets), []),
+               *sum((["--compare", c] for c in self.comparisons), []),
                *_opt("--data-dir", self.data_dir)]
         return colmed_command(*cmd, *flags(self.args))
+
+
+def contamination_datasets(cfg: StudyConfig) -> list[str]:
+    """The benchmark folders the study's triplets are checked against (see ``DataConfig.contamination_check``)."""
+    from colmed.data.registry import SUITES
+
+    d, b = cfg.data, cfg.benchmark
+    if d.decontaminate and d.contamination_check == []:
+        raise InputError("decontaminate needs datasets to check against", field="data.contamination_check")
+    names = d.contamination_check
+    if names is None:
+        names = [n for n in (b.datasets or SUITES.get(b.suite, ()))
+                 if Path(n).is_dir() or (b.data_dir and (Path(b.data_dir) / n).is_dir())]
+    return [n if Path(n).exists() or not b.data_dir else str(Path(b.data_dir) / n) for n in names]
 
 
 def stage_configs(cfg: StudyConfig) -> dict[str, Any]:
@@ -216,14 +245,17 @@ def stage_configs(cfg: StudyConfig) -> dict[str, Any]:
     if d.source not in ("notes", "labelled"):
         raise InputError(f"unknown data source {d.source!r}; choose notes or labelled", field="data.source")
     notes = d.source == "notes"
+    b = cfg.benchmark
     stages: dict[str, Any] = {"generate": GenerateStageConfig(
         source=d.source, out=str(st / "triplets"), miner=d.miner, negatives=d.negatives,
         dev_fraction=d.dev_fraction, seed=cfg.seed, notes=d.notes if notes else None,
         num_notes=d.num_notes if notes else None, generator=d.generator if notes else None,
         backend=d.backend if notes else None, model=resolve_model(d.model) if notes and d.model else None,
         gguf_file=d.gguf_file if notes else None, labelled_dataset=None if notes else d.labelled_dataset,
-        labelled_split=None if notes else d.labelled_split, args=dict(d.args))}
-    b = cfg.benchmark
+        labelled_split=None if notes else d.labelled_split, contamination_check=contamination_datasets(cfg),
+        decontaminate=d.decontaminate,
+        contamination_encoder=resolve_model(d.contamination_encoder) if d.contamination_encoder else None,
+        args=dict(d.args))}
     retrievers = ["bm25=bm25"]
     for family, kind, trainer in (("bi-encoder", "dense", cfg.bi_encoder), ("colbert", "colbert", cfg.colbert)):
         if not trainer.enabled:
@@ -235,9 +267,16 @@ def stage_configs(cfg: StudyConfig) -> dict[str, Any]:
         if b.include_bases:
             retrievers.append(f"{kind}-base={kind}:{resolve_model(trainer.base)}")
         retrievers.append(f"{kind}-trained={kind}:{model}")
+    names = [r.partition("=")[0] for r in retrievers]
+    comparisons = []
+    if b.compare_families:
+        comparisons = [f"{k}-trained:{k}-base" for k in ("dense", "colbert") if f"{k}-base" in names
+                       and f"{k}-trained" in names]
+        if "colbert-trained" in names and "dense-trained" in names:
+            comparisons.append("colbert-trained:dense-trained")
     stages["benchmark"] = BenchmarkStageConfig(retrievers=retrievers, suite=b.suite, baseline=b.baseline,
                                                out=str(out / "benchmark"), datasets=list(b.datasets),
-                                               data_dir=b.data_dir, args=dict(b.args))
+                                               data_dir=b.data_dir, comparisons=comparisons, args=dict(b.args))
     return stages
 
 
@@ -323,11 +362,15 @@ def restore_generate_stage(cfg: StudyConfig, saved: str | Path) -> str:
     return f"restored the generate stage from {saved} (generated {saved_marker.get('finished')})"
 
 
-def run_study(cfg: StudyConfig, dry_run: bool = False, echo=print) -> dict[str, Any]:
-    """Run (or with ``dry_run`` only plan) the study; returns the stage summary."""
+def run_study(cfg: StudyConfig, dry_run: bool = False, echo=print, until: str | None = None) -> dict[str, Any]:
+    """Run (or with ``dry_run`` only plan) the study; returns the stage summary. ``until`` names the last stage
+    to run (e.g. ``generate`` on a CPU machine, the rest later on a GPU one)."""
     from colmed.core.io import write_json
 
     runner = StageRunner(build_stages(cfg))
+    if until is not None and until not in [s.name for s in runner.stages]:
+        raise InputError(f"unknown stage {until!r}; the stages are {', '.join(s.name for s in runner.stages)}",
+                         field="until")
     if dry_run:
         for stage, status in runner.plan():
             echo(f"{stage.name:18s} {status:7s} key={runner.key(stage)}  {' '.join(map(str, stage.command[2:]))}")
@@ -347,7 +390,7 @@ def run_study(cfg: StudyConfig, dry_run: bool = False, echo=print) -> dict[str, 
             remove_temp_files(folder)  # half-written markers/configs of a killed orchestrator
         write_json(out / "study_config.json", cfg.to_dict())
         write_stage_configs(runner.stages)
-        summary = runner.run(echo=echo)
+        summary = runner.run(echo=echo, until=until)
         from colmed.study_report import write_study_report
 
         report = write_study_report(cfg, runner, summary)

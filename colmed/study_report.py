@@ -75,6 +75,15 @@ def _data_section(triplets_dir: Path, images: Path) -> list[str]:
     return lines
 
 
+def _budget(manifest: dict) -> str:
+    """Steps, batch, wall time and training throughput, alike for both families."""
+    steps, seconds = manifest.get("global_steps"), manifest.get("train_seconds")
+    batch = (manifest.get("config") or {}).get("batch_size")
+    rate = (f", {steps * batch * (manifest.get('world_size') or 1) / seconds:.2f} triplets/s"
+            if steps and batch and seconds else "")
+    return f"{steps} steps x batch {batch} in {seconds} s{rate}"
+
+
 def _training_section(cfg, stages_dir: Path, images: Path) -> list[str]:
     lines: list[str] = []
     loss: dict[str, list] = {}
@@ -86,14 +95,16 @@ def _training_section(cfg, stages_dir: Path, images: Path) -> list[str]:
         dev["bi-encoder"] = [(h["step"], v) for h in bi.get("metrics", {}).get("dev_history", [])
                              for k, v in h.items() if k.endswith("ndcg@10") and "step" in h]
         met = bi.get("metrics", {})
-        lines.append(f"- bi-encoder: base `{bi.get('base_model')}`, {bi.get('global_steps')} steps in "
-                     f"{bi.get('train_seconds')} s; dev nDCG@10 base {(met.get('base_dev') or {}).get('dev_ndcg@10')} → best fine-tuned {met.get('best_dev')}.")
+        lines.append(f"- bi-encoder: base `{bi.get('base_model')}`, {_budget(bi)}; dev nDCG@10 base "
+                     f"{(met.get('base_dev') or {}).get('dev_ndcg@10')} → best fine-tuned {met.get('best_dev')}.")
     elif cfg.bi_encoder.enabled:
         lines.append("- bi-encoder: no manifest found.")
     cb = _load(stages_dir / "colbert" / "model" / "manifest.json")
     if cfg.colbert.enabled and cb:
         loss["colbert"] = [tuple(p) for p in cb.get("loss_curve", [])]
-        lines.append(f"- ColBERT: base `{cb.get('base_model')}`, {cb.get('steps')} steps in {cb.get('training_seconds')} s; "
+        met = cb.get("metrics", {})
+        lines.append(f"- ColBERT: base `{cb.get('base_model')}`, {_budget(cb)}; dev nDCG@10 untrained "
+                     f"{(met.get('base_dev') or {}).get('dev_ndcg@10')} → best trained {met.get('best_dev')}; "
                      f"final loss {cb.get('final_loss')}.")
     elif cfg.colbert.enabled:
         lines.append("- ColBERT: no manifest found.")
@@ -129,6 +140,9 @@ def write_study_report(cfg, runner, summary: dict[str, Any]) -> Path:
         s = summary.get(stage.name, {})
         lines.append(f"| {stage.name} | {s.get('status', '?')} | {s.get('seconds', '')} | `{runner.key(stage)}` |")
     lines += ["", "## Training data", ""] + _data_section(stages_dir / "triplets", images)
+    contamination = stages_dir / "triplets" / "contamination.md"
+    if contamination.is_file():  # its own "## Train/test contamination" section, written by the generate stage
+        lines += [contamination.read_text(encoding="utf-8"), ""]
     lines += ["## Training", ""] + _training_section(cfg, stages_dir, images)
     lines += ["## Benchmark", ""] + _benchmark_section(out / "benchmark")
     source = cfg.data.notes if cfg.data.source == "notes" else cfg.data.labelled_dataset

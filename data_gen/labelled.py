@@ -88,8 +88,12 @@ def labelled_records(dataset, num_negatives: int = 5, max_positives_per_query: i
 
 def build_labelled_triplets(dataset_path: str, out: str | Path, split: str = "train", negatives: int = 5,
                             dev_fraction: float = 0.1, seed: int = 13, overwrite: bool = False,
-                            progress: bool = True, **options) -> dict[str, Any]:
-    """Write the standard triplet outputs (as ``colmed generate``) from a labelled split."""
+                            progress: bool = True, record_check: Any = None, **options) -> dict[str, Any]:
+    """Write the standard triplet outputs (as ``colmed generate``) from a labelled split.
+
+    ``record_check`` is :class:`colmed.data_gen.pipeline.TripletPipeline`'s: e.g. a decontamination against the
+    benchmark's test queries (NFCorpus's train and test splits share 24 queries).
+    """
     from colmed.core.provenance import run_manifest
     from colmed.data_gen.pipeline import GENERATION_PACKAGES, export_all, write_outputs
     from colmed.data.datasets import load_dataset
@@ -103,9 +107,12 @@ def build_labelled_triplets(dataset_path: str, out: str | Path, split: str = "tr
     ds = load_dataset(dataset_path, split=split)
     records, counts = labelled_records(ds, num_negatives=negatives, dev_fraction=dev_fraction, seed=seed,
                                        progress=progress, **options)
-    counts["records"] = {"total": len(records), "train": sum(r.split == "train" for r in records),
-                         "dev": sum(r.split == "dev" for r in records)}
-    with atomic_directory(out, overwrite=overwrite, kind="triplets", inputs=[dataset_path if Path(dataset_path).exists() else None]) as tmp:
+    inputs = [dataset_path if Path(dataset_path).exists() else None]
+    with atomic_directory(out, overwrite=overwrite, kind="triplets", inputs=inputs) as tmp:
+        if record_check is not None:
+            records, counts["contamination"] = record_check(records, tmp)
+        counts["records"] = {"total": len(records), "train": sum(r.split == "train" for r in records),
+                             "dev": sum(r.split == "dev" for r in records)}
         write_outputs(tmp, records, [])
         exports = export_all(tmp, records)
         manifest = run_manifest({"source": "labelled", "dataset": str(dataset_path), "split": split,
@@ -113,7 +120,7 @@ def build_labelled_triplets(dataset_path: str, out: str | Path, split: str = "tr
                                  "generator": f"labelled:{ds.name}/{split}", "miner": "bm25", **options},
                                 packages=GENERATION_PACKAGES, kind="colmed-triplets", format_version=1,
                                 input={"path": ds.source, "fingerprint": ds.fingerprint,
-                                                               "qrels_hash": ds.qrels_hash},
+                                       "qrels_hash": ds.qrels_hash},
                                 counts=counts, exports=exports,
                                 throughput={"seconds": round(time.perf_counter() - t0, 2)})
         write_json(tmp / "manifest.json", manifest)

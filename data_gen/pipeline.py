@@ -100,10 +100,14 @@ class TripletPipeline:
 
     ``backend`` overrides the LLM backend built from the config (tests pass a scripted one);
     ``generator`` overrides the whole query generator (e.g. queries produced on a Ray cluster, see
-    :mod:`colmed.data_gen.ray_pipeline`).
+    :mod:`colmed.data_gen.ray_pipeline`). ``record_check`` is called with (records, output folder) after
+    mining and before anything is written; it returns (records to write, summary), e.g.
+    :class:`colmed.eval.contamination.TrainingSetCheck` (its reports are written beside the triplets and its
+    summary goes into the manifest's ``counts.contamination``).
     """
 
-    def __init__(self, config: GenerateConfig, backend: Any = None, generator: Any = None):
+    def __init__(self, config: GenerateConfig, backend: Any = None, generator: Any = None,
+                 record_check: Any = None):
         self.config = config.validate()
         self.shard = parse_shard(config.shard) if config.shard else None
         out = Path(config.out)
@@ -114,6 +118,7 @@ class TripletPipeline:
         self.work = self.partial / "_work"
         self._backend = backend
         self._generator = generator
+        self._record_check = record_check
         self._reused_generation = False
         self._identity_cache: tuple[dict[str, str], dict[str, Any] | None] | None = None
 
@@ -166,6 +171,8 @@ class TripletPipeline:
         counts["filters"]["round_trip"] = mine_counts.pop("round_trip", 0)
         counts["mining"] = mine_counts
         counts["queries_after_filters"] = len(records)
+        if self._record_check is not None:
+            records, counts["contamination"] = self._record_check(records, self.partial)
 
         t0 = time.perf_counter()
         rejects = list(issues.items) + self._read_parts("generate", "rejects.jsonl") + filter_rejects

@@ -491,8 +491,10 @@ class PregeneratedQueries:
         return result
 
 
-def mine_from_queries(config: GenerateConfig, queries_dir: str | Path) -> dict[str, Any]:
+def mine_from_queries(config: GenerateConfig, queries_dir: str | Path, record_check: Any = None) -> dict[str, Any]:
     """Run filters, mining, split and exports on the parquet queries of :func:`generate_queries_with_ray`.
+
+    ``record_check`` is :class:`colmed.data_gen.pipeline.TripletPipeline`'s (e.g. a contamination check).
 
     Queries whose manifest records other generation settings than ``config``'s are refused.
     """
@@ -512,7 +514,7 @@ def mine_from_queries(config: GenerateConfig, queries_dir: str | Path) -> dict[s
         raise InputError(f"these queries were generated with other settings ({what})", path=queries_dir,
                          field=changed[0][0] if changed else None)
     rows = datasets.Dataset.from_parquet(files).to_list()
-    return TripletPipeline(config, generator=PregeneratedQueries(rows)).run()
+    return TripletPipeline(config, generator=PregeneratedQueries(rows), record_check=record_check).run()
 
 
 def default_queries_dir(config: GenerateConfig) -> Path:
@@ -527,7 +529,8 @@ def default_queries_dir(config: GenerateConfig) -> Path:
 
 
 def run_with_ray(config: GenerateConfig, queries_dir: str | Path | None = None, replicas: int = 1,
-                 num_cpus_per_replica: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+                 num_cpus_per_replica: int | None = None, batch_size: int | None = None,
+                 record_check: Any = None) -> dict[str, Any]:
     """``colmed generate --ray``: queries on Ray (:func:`generate_queries_with_ray`, reused when already
     there), then the single-machine filters, mining, split and exports (:func:`mine_from_queries`).
 
@@ -541,4 +544,4 @@ def run_with_ray(config: GenerateConfig, queries_dir: str | Path | None = None, 
                  inputs=[config.notes if Path(config.notes).exists() else None])
     queries_dir = Path(queries_dir) if queries_dir is not None else default_queries_dir(config)
     generate_queries_with_ray(config, queries_dir, replicas, num_cpus_per_replica, batch_size)
-    return mine_from_queries(config, queries_dir)
+    return mine_from_queries(config, queries_dir, record_check=record_check)

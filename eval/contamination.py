@@ -138,16 +138,28 @@ class OverlapIndex:
             self.lsh.insert(key, mh)
         self._minhash = MinHash
 
-    def match(self, text: str) -> list[dict]:
-        """Evaluation keys that ``text`` duplicates: ``[{key, level: exact|near, jaccard}]``."""
+    def signatures(self, texts: Iterable[str]) -> dict[str, tuple[str, set[str], Any]]:
+        """text -> (exact hash, content-word set, MinHash or None) for each distinct text, MinHashes in one
+        batch (one MinHash per call would redraw its 128 permutations each time: the check's main cost)."""
+        out = {}
+        for text in dict.fromkeys(t for t in texts if t):
+            out[text] = (text_hash(text), self.shingle(text), None)
+        long = [t for t, (_, toks, _) in out.items() if len(toks) >= self.settings.min_tokens]
+        for text, mh in zip(long, self._minhash.bulk([[w.encode() for w in out[t][1]] for t in long],
+                                                     num_perm=self.settings.num_perm)):
+            out[text] = (out[text][0], out[text][1], mh)
+        return out
+
+    def match(self, text: str, signature: tuple[str, set[str], Any] | None = None) -> list[dict]:
+        """Evaluation keys that ``text`` duplicates: ``[{key, level: exact|near, jaccard}]``. ``signature`` is
+        the text's entry of :meth:`signatures` (the same settings), when already computed."""
         if not text:
             return []
-        exact = self.by_hash.get(text_hash(text), [])
+        digest, tokens, mh = signature or self.signatures([text])[text]
+        exact = self.by_hash.get(digest, [])
         found = [{"key": k, "level": "exact", "jaccard": 1.0} for k in exact]
-        tokens = self.shingle(text)
-        if len(tokens) < self.settings.min_tokens:
+        if mh is None:
             return found
-        mh = self._minhash.bulk([[t.encode() for t in tokens]], num_perm=self.settings.num_perm)[0]
         for key in self.lsh.query(mh):
             if key in exact:
                 continue
@@ -222,8 +234,9 @@ def find_overlaps(records: Iterable[Any], dataset, settings: ContaminationSettin
                                    "train_positive~relevant_doc": [], "leaked_test_pair": []}
     query_hits: dict[int, set[str]] = {}
     # Labelled training sets repeat texts (one query, many judged documents): match each text once.
-    q_match = _memo(q_index.match)
-    d_match = _memo(d_index.match)
+    signature = q_index.signatures([t for it in items for t in (it.query, it.positive)])
+    q_match = _memo(lambda text: q_index.match(text, signature.get(text)))
+    d_match = _memo(lambda text: d_index.match(text, signature.get(text)))
     for i, item in enumerate(items):
         for m in q_match(item.query):
             hits["train_query~eval_query"].append({"record": i, "eval_key": m["key"], "level": m["level"],
@@ -259,15 +272,16 @@ def find_overlaps(records: Iterable[Any], dataset, settings: ContaminationSettin
 
 
 def contamination_report(train_records_or_texts: Iterable[Any], dataset,
-                         settings: ContaminationSettings | None = None, encoder=None) -> dict:
+                         settings: ContaminationSettings | None = None, encoder=None, overlaps=None) -> dict:
     """Overlap between a training set and ``dataset``'s test split, as a JSON-ready dict.
 
     ``train_records_or_texts``: :class:`colmed.data.triplets.TripletRecord` objects, dicts with ``query``
     (and optionally ``positive``/``positive_id``/``query_id``), or plain query strings.
     ``encoder`` (optional): anything with ``encode_queries(list[str])`` for the semantic check.
+    ``overlaps``: :func:`find_overlaps`'s result for these records and ``dataset``, when already computed.
     """
     s = settings or ContaminationSettings()
-    items, hits = find_overlaps(train_records_or_texts, dataset, s, encoder)
+    items, hits = overlaps or find_overlaps(train_records_or_texts, dataset, s, encoder)
     relevant = _relevant_docs(dataset)
     policies = {"train_query~eval_query": FORBIDDEN, "train_positive~eval_query": FORBIDDEN,
                 "train_positive~relevant_doc": ALLOWED_CORPUS_USE, "leaked_test_pair": FORBIDDEN}
@@ -322,7 +336,8 @@ def contamination_report(train_records_or_texts: Iterable[Any], dataset,
 
 
 def decontaminate(records: Sequence[Any], datasets: Iterable[Any], settings: ContaminationSettings | None = None,
-                  encoder=None, drop_corpus_use: bool = False) -> tuple[list[Any], list[dict]]:
+                  encoder=None, drop_corpus_use: bool = False,
+                  overlaps: dict[str, Any] | None = None) -> tuple[list[Any], list[dict]]:
     """Split ``records`` into (kept, removed) against every dataset's test split.
 
     A record is removed when its query duplicates a test query (exact, near or semantic), its positive
@@ -330,6 +345,7 @@ def decontaminate(records: Sequence[Any], datasets: Iterable[Any], settings: Con
     ``drop_corpus_use`` also when its positive is a document judged relevant to a test query. Each
     removed entry is ``{"index", "record_id", "record", "reasons"}`` (``record`` as given, or its
     ``to_dict()``), ready for a ``removed.jsonl`` log. Kept records are returned unchanged, in order.
+    ``overlaps``: dataset name -> :func:`find_overlaps`'s result, where already computed.
     """
     records = list(records)
     reasons: dict[int, list[str]] = {}
@@ -338,7 +354,7 @@ def decontaminate(records: Sequence[Any], datasets: Iterable[Any], settings: Con
         checks.append("train_positive~relevant_doc")
     items: list[TrainItem] = []
     for ds in datasets:
-        items, hits = find_overlaps(records, ds, settings, encoder)
+        items, hits = (overlaps or {}).get(ds.name) or find_overlaps(records, ds, settings, encoder)
         for name in checks:
             for h in hits[name]:
                 score = "" if h["score"] is None else (f", jaccard={h['score']:.2f}" if h["level"] in ("near", "exact")
@@ -400,10 +416,13 @@ def check_training_set(records: Sequence[Any], datasets: Iterable[Any], out_dir,
     out = Path(out_dir)
     datasets = list(datasets)
     records = list(records)
-    reports = {ds.name: contamination_report(records, ds, settings, encoder) for ds in datasets}
+    overlaps = {ds.name: find_overlaps(records, ds, settings, encoder) for ds in datasets}
+    reports = {ds.name: contamination_report(records, ds, settings, encoder, overlaps=overlaps[ds.name])
+               for ds in datasets}
     kept, removed = records, []
     if decontaminate_records:
-        kept, removed = decontaminate(records, datasets, settings, encoder, drop_corpus_use=drop_corpus_use)
+        kept, removed = decontaminate(records, datasets, settings, encoder, drop_corpus_use=drop_corpus_use,
+                                      overlaps=overlaps)
         write_jsonl(out / "decontamination_removed.jsonl", removed)
     summary = {"per_dataset": {n: {k: r[k] for k in ("verdict", "contaminated_records", "corpus_use_records",
                                                     "train_records", "eval_queries")} for n, r in reports.items()},
@@ -417,3 +436,48 @@ def check_training_set(records: Sequence[Any], datasets: Iterable[Any], out_dir,
                     f"(logged with reasons in decontamination_removed.jsonl).\n\n")
         f.write("\n".join(report_to_markdown(r) for r in reports.values()))
     return kept, summary
+
+
+class TrainingSetCheck:
+    """The contamination check a triplet writer applies before it writes (``colmed generate
+    --contamination-check``, the study's ``data.contamination_check``).
+
+    The test splits are loaded here, when the check is built, so a mistyped dataset fails before hours of
+    generation. Calling the check with (records, output folder) writes the reports of
+    :func:`check_training_set` into that folder and returns (records to write, summary): every record
+    when only checking, the clean ones with ``decontaminate``.
+
+    Example:
+        >>> import tempfile
+        >>> from importlib.resources import files
+        >>> check = TrainingSetCheck([str(files("colmed") / "data" / "sample_medical")], decontaminate=True)
+        >>> query = next(iter(check.datasets[0].queries.values()))
+        >>> kept, summary = check([query, "insulin dosing for type 1 diabetes"], tempfile.mkdtemp())
+        >>> kept, summary["removed"]
+        (['insulin dosing for type 1 diabetes'], 1)
+    """
+
+    def __init__(self, datasets: Sequence[str], *, decontaminate: bool = False, encoder: Any = None,
+                 settings: ContaminationSettings | None = None, split: str = "test"):
+        from colmed.core.errors import InputError
+        from colmed.data.datasets import load_dataset
+
+        if not datasets:
+            raise InputError("names no dataset to check against", field="contamination_check")
+        # A benchmark without a local corpus (TREC-COVID here) is still checked for its test queries.
+        self.datasets = [load_dataset(d, split=split, require_corpus=False) for d in datasets]
+        self.decontaminate = decontaminate
+        self.encoder = encoder
+        self.settings = settings
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records: the datasets (with fingerprints), the mode and the encoder."""
+        return {"datasets": {d.name: {"split": d.split, "fingerprint": d.fingerprint, "qrels_hash": d.qrels_hash}
+                             for d in self.datasets},
+                "decontaminate": self.decontaminate, "semantic_encoder": _encoder_name(self.encoder)
+                if self.encoder is not None else None, "settings": asdict(self.settings or ContaminationSettings())}
+
+    def __call__(self, records: Sequence[Any], out_dir) -> tuple[list[Any], dict]:
+        kept, summary = check_training_set(records, self.datasets, out_dir, decontaminate_records=self.decontaminate,
+                                           settings=self.settings, encoder=self.encoder)
+        return kept, {**summary, "check": self.describe()}

@@ -58,7 +58,8 @@ def test_table_values_match_metrics_computed_by_hand(tmp_path, data_dir, tiny_st
 
     out = tmp_path / "bench"
     cfg = BenchmarkConfig(retrievers=["bm25", f"tiny=dense:{tiny_st_model_dir}"], datasets=["nfcorpus"],
-                          data_dir=str(data_dir), out=str(out), bootstrap_resamples=500)
+                          data_dir=str(data_dir), out=str(out), bootstrap_resamples=500,
+                          comparisons=["tiny:bm25", "bm25:tiny"])
     results = run_benchmark(cfg, log=_quiet)
     ds = load_beir_folder(data_dir / "nfcorpus", name="nfcorpus")
     table = {row["retriever"]: row for row in csv.DictReader(open(out / "ndcg@10.csv"))}
@@ -80,6 +81,13 @@ def test_table_values_match_metrics_computed_by_hand(tmp_path, data_dir, tiny_st
     assert t.p_holm >= t.p_value and t.delta_ci[0] <= t.delta <= t.delta_ci[1]
     assert "ndcg@10" not in results.cell("bm25", "nfcorpus").vs_baseline  # the baseline is not tested against itself
     assert t.delta == pytest.approx(float(table["tiny"]["nfcorpus"]) - float(table["bm25"]["nfcorpus"]), abs=1e-6)
+    # A configured pair is the same paired test (Holm-corrected over the pairs: two here) and its mirror negates it.
+    pair, mirror = (results.datasets["nfcorpus"].comparisons[k]["ndcg@10"] for k in ("tiny:bm25", "bm25:tiny"))
+    assert (pair.delta, pair.p_value) == (pytest.approx(t.delta), pytest.approx(t.p_value))
+    assert pair.p_holm == pytest.approx(min(1.0, 2 * t.p_value)) and mirror.delta == pytest.approx(-t.delta)
+    assert json.loads((out / "results.json").read_text())["comparisons"]["nfcorpus"]["tiny:bm25"]["ndcg@10"]["delta"] \
+        == pytest.approx(t.delta)
+    assert "## Paired comparisons" in report and f"tiny − bm25 | ndcg@10 | {t.delta:+.4f}" in report
     for name in ("report.md", "ndcg@10.csv", "metrics.csv", "results.json", "benchmark.png", "manifest.json"):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "manifest.json").read_text())
@@ -224,6 +232,10 @@ def test_retriever_specs_and_config_errors(tmp_path):
         RetrieverSpec.parse("dense")
     with pytest.raises(InputError, match="baseline 'nope'"):
         BenchmarkConfig(retrievers=["bm25"], baseline="nope").retriever_specs()
+    with pytest.raises(InputError, match="field 'comparisons'.*'bm25:nope' must be A:B"):
+        BenchmarkConfig(retrievers=["bm25", "dense:m"], comparisons=["bm25:nope"]).retriever_specs()
+    named = BenchmarkConfig(retrievers=["bm25", "colbert:ckpt/colbertv2.0"], comparisons=["colbert:colbertv2.0:bm25"])
+    assert named.comparison_pairs(named.retriever_names()) == [("colbert:colbertv2.0", "bm25")]
     cfg_path = tmp_path / "bench.yaml"
     cfg_path.write_text("retrievers: [bm25]\nsuite: medical\nk: 50\n")
     cfg = BenchmarkConfig.from_yaml(cfg_path, k=20, out="x")

@@ -130,7 +130,7 @@ def test_training_writes_a_multi_vector_encoder_and_manifest(colbert_run, minilm
                  "manifest.json"):
         assert (ckpt / name).is_file(), name
     manifest = json.loads((ckpt / "manifest.json").read_text())
-    assert manifest["steps"] == 4 and manifest["model_class"] == "MultiVectorEncoder"
+    assert manifest["global_steps"] == 4 and manifest["model_class"] == "MultiVectorEncoder"
     assert all(loss > 0 for _, loss in manifest["loss_curve"])
     assert manifest["data"]["examples"] == 40 and manifest["config"]["nway"] == 3
     assert len(manifest["data"]["sha256"]) == 64

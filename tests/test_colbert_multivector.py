@@ -110,7 +110,7 @@ def test_training_saves_a_multi_vector_encoder_with_its_conventions_and_a_manife
         (16, 16, 48)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "colmed-colbert" and manifest["model_class"] == "MultiVectorEncoder"
-    assert manifest["conventions"] == conventions(model) and manifest["steps"] == 4
+    assert manifest["conventions"] == conventions(model) and manifest["global_steps"] == 4
     assert manifest["config"]["nway"] == 3 and manifest["data"]["examples"] == 18
     assert manifest["loss"]["negatives_per_query"] == 2 and manifest["loss"]["scale"] == 1.0
     assert set(manifest["metrics"]["base_dev"]) == {"dev_ndcg@10", "dev_mrr@10", "dev_recall@100"}
@@ -148,7 +148,7 @@ def test_resume_continues_the_interrupted_run(trained, tmp_path, tiny_bert_dir):
         train_colbert(ColbertTrainingConfig(**{**settings, "learning_rate": 1e-3}, max_steps=4), resume=True,
                       progress=False)
     resumed = train_colbert(ColbertTrainingConfig(**settings, max_steps=4), resume=True, progress=False)
-    assert resumed["steps"] == 4 and (tmp_path / "m.checkpoints" / "checkpoint-4").is_dir()
+    assert resumed["global_steps"] == 4 and (tmp_path / "m.checkpoints" / "checkpoint-4").is_dir()
     # The untrained dev figures come from the first run (the resumed run never saw the untrained model).
     assert resumed["metrics"]["base_dev"] == first["metrics"]["base_dev"]
     assert [h["step"] for h in resumed["metrics"]["dev_history"]] == [2, 4]
@@ -167,7 +167,7 @@ def test_distillation_trains_on_teacher_scores(tmp_path, tiny_bert_dir):
                                    learning_rate=1e-3)
     manifest = train_colbert(config, progress=False)
     assert manifest["loss"]["name"] == "distill_kl" and not manifest["loss"]["in_batch_negatives"]
-    assert manifest["steps"] == 2 and all(loss >= -1e-6 for _, loss in manifest["loss_curve"])
+    assert manifest["global_steps"] == 2 and all(loss >= -1e-6 for _, loss in manifest["loss_curve"])
     start = colbert_from_base(tiny_bert_dir, 16, pca_texts=PASSAGES)
     assert not torch.allclose(encode_documents(load_colbert(tmp_path / "kd"), PASSAGES[:1])[0],
                               encode_documents(start, PASSAGES[:1])[0])

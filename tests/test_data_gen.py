@@ -575,3 +575,60 @@ def test_kill_minus_9_and_resume_loses_and_duplicates_nothing(notes_file, tmp_pa
     got = [r.to_dict() for r in read_triplets(out)]
     assert len({r["query_id"] for r in got}) == len(got)
     assert got == ref
+
+
+def _beir_folder(path: Path, queries: dict[str, str], relevant: dict[str, str]) -> Path:
+    """A BEIR test split: ``queries``, each judging the one document of ``relevant`` under the same key."""
+    (path / "qrels").mkdir(parents=True)
+    with open(path / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for key, text in relevant.items():
+            f.write(json.dumps({"_id": f"d-{key}", "title": "", "text": text}) + "\n")
+    with open(path / "queries.jsonl", "w", encoding="utf-8") as f:
+        for key, text in queries.items():
+            f.write(json.dumps({"_id": key, "text": text}) + "\n")
+    (path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n"
+                                             + "".join(f"{k}\td-{k}\t1\n" for k in queries), encoding="utf-8")
+    return path
+
+
+def test_generate_checks_and_decontaminates_against_a_benchmark_test_split(notes_file, tmp_path):
+    """`colmed generate --contamination-check B --decontaminate` drops exactly the records whose query copies
+    (or rewords) one of B's test queries, logs each with its reason, and writes B's report beside the
+    triplets; without --decontaminate every record is kept and the report says CONTAMINATED."""
+    common = ["generate", "--notes", str(notes_file), "--chunk-words", "60", "--negatives", "2", "--range-max", "8",
+              "--no-progress"]
+    clean = tmp_path / "clean"
+    assert _cli(*common, "--out", str(clean)).returncode == 0
+    records = [json.loads(line) for line in (clean / "triplets.jsonl").read_text().splitlines()]
+    leaked = {"t1": records[0]["query"], "t2": records[3]["query"].upper().rstrip(".") + "?"}  # a copy, a reword
+    bench = _beir_folder(tmp_path / "bench", {**leaked, "t3": "unrelated question about dental implants"},
+                         {"t1": "x y z", "t2": "a b c", "t3": "implants"})
+
+    out = tmp_path / "decontaminated"
+    run = _cli(*common, "--out", str(out), "--contamination-check", str(bench), "--decontaminate")
+    assert run.returncode == 0, run.stderr
+    kept = [json.loads(line) for line in (out / "triplets.jsonl").read_text().splitlines()]
+    removed = [json.loads(line) for line in (out / "decontamination_removed.jsonl").read_text().splitlines()]
+    assert sorted(r["record_id"] for r in removed) == sorted([records[0]["query_id"], records[3]["query_id"]])
+    assert all("train_query~eval_query" in reason for r in removed for reason in r["reasons"])
+    assert [r["query_id"] for r in kept] == [r["query_id"] for r in records
+                                             if r["query_id"] not in {x["record_id"] for x in removed}]
+    manifest = json.loads((out / "manifest.json").read_text())
+    summary = manifest["counts"]["contamination"]
+    assert summary["removed"] == 2 and manifest["counts"]["records"]["total"] == len(records) - 2
+    assert summary["check"]["datasets"]["bench"]["fingerprint"]
+    assert "CONTAMINATED" in (out / "contamination.md").read_text()
+    assert "removed 2 records" in run.stdout
+
+    report_only = tmp_path / "report-only"
+    run = _cli(*common, "--out", str(report_only), "--contamination-check", str(bench))
+    assert run.returncode == 0, run.stderr
+    assert len((report_only / "triplets.jsonl").read_text().splitlines()) == len(records)
+    assert not (report_only / "decontamination_removed.jsonl").exists()
+    assert "CONTAMINATED: 2 of" in run.stdout
+
+    # A mistyped benchmark fails before any generation: one line, exit 2, nothing written.
+    bad = _cli(*common, "--out", str(tmp_path / "bad"), "--contamination-check", str(tmp_path / "no-such-bench"),
+               "--decontaminate")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "no-such-bench" in bad.stderr
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()

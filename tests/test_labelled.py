@@ -64,3 +64,35 @@ def test_labelled_and_mined_negatives_share_one_margin_guard(sample_dataset_dir)
                                               relative_margin=0.5)]
         assert g.negative_ids[:len(passing)] == passing
         assert all(s <= g.positive_score - abs(g.positive_score) * 0.5 for s in g.negative_scores)
+
+
+def test_labelled_split_is_decontaminated_against_another_test_split(tmp_path, sample_dataset_dir):
+    """The supervised source gets the same --contamination-check/--decontaminate as generated triplets: records
+    whose query is one of the benchmark's test queries are dropped and logged, the rest written unchanged."""
+    import json
+
+    from colmed.data.datasets import load_dataset
+
+    ds = load_dataset(sample_dataset_dir)
+    shared = dict(list(ds.queries.items())[:2])
+    bench = tmp_path / "bench"
+    (bench / "qrels").mkdir(parents=True)
+    (bench / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": "unrelated text"}) + "\n"
+                                                for i in range(2)))
+    (bench / "queries.jsonl").write_text("".join(json.dumps({"_id": f"b{i}", "text": t}) + "\n"
+                                                 for i, t in enumerate(shared.values())))
+    (bench / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nb0\td0\t1\nb1\td1\t1\n")
+    out = tmp_path / "lab"
+    r = CliRunner().invoke(main, ["generate", "--labelled", str(sample_dataset_dir), "--labelled-split", "test",
+                                  "--out", str(out), "--negatives", "2", "--no-progress",
+                                  "--contamination-check", str(bench), "--decontaminate"])
+    assert r.exit_code == 0, r.output
+    kept = list(read_triplets(out))
+    expected_removed = sum(len(ds.qrels[q]) for q in shared)
+    assert {rec.note_id for rec in kept} == set(ds.qrels) - set(shared)
+    assert len(kept) == sum(len(v) for v in ds.qrels.values()) - expected_removed
+    removed = (out / "decontamination_removed.jsonl").read_text().splitlines()
+    assert len(removed) == expected_removed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["contamination"]["removed"] == expected_removed
+    assert manifest["counts"]["records"]["total"] == len(kept)

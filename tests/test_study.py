@@ -133,10 +133,14 @@ def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir,
         out = tmp_path / "study"
         report = (out / "report.md").read_text()
         for section in ("## Plan and timings", "## Training data", "### Ten sample queries", "## Training",
-                        "## Benchmark", "## Manifest"):
+                        "## Train/test contamination", "### Contamination vs sample_medical", "## Benchmark",
+                        "## Paired comparisons", "## Manifest"):
             assert section in report
         results = json.loads((out / "benchmark" / "results.json").read_text())
         assert set(results["scores"]) == {"bm25", "dense-base", "dense-trained", "colbert-base", "colbert-trained"}
+        # Each family against its own base, and ColBERT against dense, beside the tests against BM25.
+        assert set(next(iter(results["comparisons"].values()))) == {
+            "dense-trained:dense-base", "colbert-trained:colbert-base", "colbert-trained:dense-trained"}
         assert all(v for v in results["scores"].values())
         manifest = json.loads((out / "manifest.json").read_text())
         from colmed.core.provenance import git_sha, sha256_file
@@ -267,7 +271,8 @@ def test_a_kept_output_is_adopted_only_once_the_current_keys_run_replaced_it(tmp
     assert said[0].startswith("[generate] adopted") and len(said) == 1 and value() == 2 and not started.exists()
 
 
-@pytest.mark.parametrize("config", ["bench/study_reference.yaml", "bench/study_gpu.yaml"])
+@pytest.mark.parametrize("config", ["bench/study_reference.yaml", "bench/study_gpu.yaml",
+                                    "bench/study_one_trainer.yaml"])
 def test_shipped_study_configs_plan_commands_their_cli_accepts(config):
     """Every flag a shipped study config passes to a stage is a real option with a valid value."""
     import click
@@ -324,3 +329,27 @@ def test_published_generate_stage_is_restored_only_for_the_stage_that_made_it(tm
     write_notes(notes, n=4)
     assert "not restored" in restore_generate_stage(cfg, published)
     assert not main_dir.exists()
+
+
+def test_until_stops_after_the_named_stage_and_a_later_run_continues(tmp_path, sample_dataset_dir):
+    """`colmed study --until generate` runs the data stage only (e.g. on a CPU machine); the plan then shows it
+    cached and the rest to run. A stage name that does not exist is refused before anything is written."""
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({
+        "out": str(tmp_path / "study"),
+        "data": {"source": "labelled", "labelled_dataset": str(sample_dataset_dir), "labelled_split": "test",
+                 "negatives": 1},
+        "benchmark": {"datasets": [str(sample_dataset_dir)], "data_dir": None}}))
+    runner = CliRunner()
+    bad = runner.invoke(main, ["study", "--config", str(config), "--until", "train"])
+    assert bad.exit_code == 2 and "until" in bad.output and not (tmp_path / "study").exists()
+    r = runner.invoke(main, ["study", "--config", str(config), "--until", "generate"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "[generate] running" in r.output and "train-bi-encoder" not in r.output
+    stages = tmp_path / "study" / "stages"
+    assert (stages / "triplets.stage.json").is_file() and not (stages / "bi-encoder").exists()
+    # The default contamination check ran against the study's benchmark set.
+    assert "Contamination vs sample_medical" in (stages / "triplets" / "contamination.md").read_text()
+    dry = runner.invoke(main, ["study", "--config", str(config), "--dry-run"])
+    status = {line.split()[0]: line.split()[1] for line in dry.output.splitlines() if line.strip()}
+    assert status == {"generate": "cached", "train-bi-encoder": "to", "train-colbert": "to", "benchmark": "to"}

@@ -76,7 +76,7 @@ def _train(family: str, base: str, tmp_path: Path, *extra: str) -> tuple[Path, d
     assert done.stdout.count("wrote ") == 1, done.stdout
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["world_size"] == PROCESSES
-    steps = manifest["global_steps"] if family == "bi-encoder" else manifest["steps"]
+    steps = manifest["global_steps"]
     assert steps == TRAIN_ROWS // (PROCESSES * PER_PROCESS_BATCH)  # each process took its share of the batches
     return out, manifest
 

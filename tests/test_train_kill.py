@@ -97,8 +97,7 @@ main()
 VARYING = {
     "created": "when the manifest was written",
     "git_sha": "the code checkout; equal unless a commit lands between the two runs",
-    "train_seconds": "bi-encoder: wall time of this invocation's training only",
-    "training_seconds": "ColBERT: the same",
+    "train_seconds": "wall time of this invocation's training only",
     "resumed_from": "the checkpoint a resumed run continued from (null for an uninterrupted run)",
 }
 # per dev evaluation in metrics.dev_history: the trainer's timing of it

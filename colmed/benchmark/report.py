@@ -97,6 +97,7 @@ def to_markdown(result: BenchmarkResult) -> str:
             lines += [f"## {' / '.join(METRIC_LABELS.get(m, m) for m in others)}", "",
                       *markdown_table(["retriever", *datasets, "average"], rows), ""]
         lines += _significance_section(result)
+        lines += _comparisons_section(result)
     if result.skipped:
         lines += ["## Skipped datasets", ""] + [f"- {s.dataset}: {s.reason}" for s in result.skipped] + [""]
     lines += _retrievers_section(result)
@@ -122,6 +123,26 @@ def _significance_section(result: BenchmarkResult) -> list[str]:
     conf = round(result.config.confidence * 100)
     return [f"## nDCG@10 against the baseline `{result.baseline}`", "",
             *markdown_table(["dataset", "retriever", "Δ nDCG@10", f"{conf}% paired CI of Δ", "p", "p (Holm)",
+                             "significant"], rows), ""]
+
+
+def _comparisons_section(result: BenchmarkResult) -> list[str]:
+    rows = []
+    for d, ds in result.datasets.items():
+        for pair, tests in ds.comparisons.items():
+            a, _, b = pair.partition(":")
+            for m in ("ndcg@10", "recall@100"):
+                t = tests.get(m)
+                if t:
+                    rows.append([d, f"{a} − {b}", m, f"{t.delta:+.4f}", f"[{t.delta_ci[0]:+.4f}, {t.delta_ci[1]:+.4f}]",
+                                 f"{t.p_value:.4g}", f"{t.p_holm:.4g}", "yes" if t.significant else "no"])
+    if not rows:
+        return []
+    conf = round(result.config.confidence * 100)
+    return ["## Paired comparisons", "",
+            f"Each configured pair A − B on the queries both were run on; {result.config.stat_test} paired test, Holm-"
+            "corrected across the pairs of a dataset (a family apart from the baseline tests).", "",
+            *markdown_table(["dataset", "A − B", "metric", "Δ", f"{conf}% paired CI of Δ", "p", "p (Holm)",
                              "significant"], rows), ""]
 
 

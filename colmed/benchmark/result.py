@@ -14,9 +14,10 @@ from colmed.benchmark.spec import BenchmarkConfig
 
 @dataclass
 class BaselineTest:
-    """One retriever against the baseline on one dataset and metric (paired test, Holm-corrected)."""
+    """One retriever against another (the baseline, or a configured comparison) on one dataset and metric
+    (paired test, Holm-corrected)."""
 
-    delta: float  # retriever minus baseline
+    delta: float  # retriever minus baseline (A minus B for a comparison)
     delta_ci: tuple[float, float]  # paired bootstrap interval of delta
     p_value: float
     p_holm: float
@@ -65,6 +66,7 @@ class DatasetResult:
     name: str
     protocol: dict  # colmed.eval.protocol.protocol_record plus warnings and colbert_query_maxlen
     retrievers: dict[str, RetrieverOnDataset] = field(default_factory=dict)
+    comparisons: dict[str, dict[str, BaselineTest]] = field(default_factory=dict)  # "A:B" -> metric -> test
 
 
 @dataclass
@@ -128,6 +130,8 @@ class BenchmarkResult:
             "ci": {d: {c.retriever: {m: list(v) for m, v in c.ci.items()} for c in cells(d)} for d in self.datasets},
             "vs_baseline": {d: {c.retriever: {m: t.to_dict() for m, t in c.vs_baseline.items()}
                                 for c in cells(d) if c.vs_baseline} for d in self.datasets},
+            "comparisons": {d: {pair: {m: t.to_dict() for m, t in tests.items()}
+                                for pair, tests in ds.comparisons.items()} for d, ds in self.datasets.items()},
             "protocol": {d: ds.protocol for d, ds in self.datasets.items()},
             "cells": {d: {n: c.cell_dict() for n, c in ds.retrievers.items()} for d, ds in self.datasets.items()},
             "coverage": {d: {c.retriever: c.coverage for c in cells(d)} for d in self.datasets},

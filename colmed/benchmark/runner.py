@@ -24,8 +24,9 @@ from colmed.core.errors import ColmedError, InputError
 
 
 def evaluate_dataset(dataset, runs: dict[str, dict], baseline: str | None, config: BenchmarkConfig,
-                     exclude_self_hits: bool) -> dict[str, RetrieverOnDataset]:
-    """Scores, intervals and baseline tests of every run on one dataset (status filled in by the caller)."""
+                     exclude_self_hits: bool) -> tuple[dict[str, RetrieverOnDataset], dict[str, dict[str, BaselineTest]]]:
+    """Scores, intervals and baseline tests of every run on one dataset (status filled in by the caller), and
+    the configured comparisons whose two runs both apply ("A:B" -> metric -> test, Holm across those pairs)."""
     from colmed.eval.evaluation import compare_runs
     from colmed.eval.uncertainty import bootstrap_ci, holm, paired_bootstrap_ci
 
@@ -39,18 +40,24 @@ def evaluate_dataset(dataset, runs: dict[str, dict], baseline: str | None, confi
         n, status="", scores=dict(comp.scores[n]), coverage=comp.coverage[n],
         ci={m: bootstrap_ci(comp.per_query[n][m], config.confidence, config.bootstrap_resamples) for m in metrics})
         for n in names}
-    if baseline in runs and len(names) > 1:
-        others = [n for n in names if n != baseline]
+    def tests(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, BaselineTest]]:
+        found: dict[tuple[str, str], dict[str, BaselineTest]] = {pair: {} for pair in pairs}
         for m in metrics:
-            raw = [comp.p_values[n][baseline][m] for n in others]
-            adjusted = holm(raw, alpha=config.max_p)
-            for n, p, p_adj in zip(others, raw, adjusted):
-                delta = comp.scores[n][m] - comp.scores[baseline][m]
-                low, high = paired_bootstrap_ci(comp.per_query[n][m], comp.per_query[baseline][m], config.confidence,
+            raw = [comp.p_values[a][b][m] for a, b in pairs]
+            for (a, b), p, p_adj in zip(pairs, raw, holm(raw, alpha=config.max_p)):
+                delta = comp.scores[a][m] - comp.scores[b][m]
+                low, high = paired_bootstrap_ci(comp.per_query[a][m], comp.per_query[b][m], config.confidence,
                                                 config.bootstrap_resamples)
-                out[n].vs_baseline[m] = BaselineTest(delta, (low, high), p, p_adj, bool(p_adj < config.max_p),
-                                                     "better" if delta > 0 else "worse")
-    return out
+                found[a, b][m] = BaselineTest(delta, (low, high), p, p_adj, bool(p_adj < config.max_p),
+                                              "better" if delta > 0 else "worse")
+        return found
+
+    if baseline in runs and len(names) > 1:
+        for (n, _), by_metric in tests([(n, baseline) for n in names if n != baseline]).items():
+            out[n].vs_baseline = by_metric
+    pairs = [(a, b) for a, b in config.comparison_pairs(config.retriever_names()) if a in runs and b in runs]
+    comparisons = {f"{a}:{b}": t for (a, b), t in tests(pairs).items()} if pairs else {}
+    return out, comparisons
 
 
 def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr) -> BenchmarkResult:
@@ -110,7 +117,8 @@ def _run_benchmark(config: BenchmarkConfig, log: Callable[[str], None]) -> Bench
         if not runs:
             result.skipped.append(SkippedDataset(ds.name, "no retriever applies"))
             continue
-        for n, evaluated in evaluate_dataset(ds, runs, result.baseline, config, exclude).items():
+        evaluated_cells, comparisons = evaluate_dataset(ds, runs, result.baseline, config, exclude)
+        for n, evaluated in evaluated_cells.items():
             cell = cells[n]
             cell.scores, cell.ci, cell.vs_baseline, cell.coverage = (evaluated.scores, evaluated.ci,
                                                                      evaluated.vs_baseline, evaluated.coverage)
@@ -118,7 +126,7 @@ def _run_benchmark(config: BenchmarkConfig, log: Callable[[str], None]) -> Bench
                                    stat_test=config.stat_test, correction=CORRECTION)
         protocol["warnings"] = ds.warnings
         protocol["colbert_query_maxlen"] = dataset_search_options("colbert", ds.name).get("query_maxlen")
-        result.datasets[ds.name] = DatasetResult(ds.name, protocol, cells)
+        result.datasets[ds.name] = DatasetResult(ds.name, protocol, cells, comparisons)
     _refuse_unused_indexes(specs, result)
     if not result.datasets:
         # a benchmark of nothing is a failed run, not an empty report

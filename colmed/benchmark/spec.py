@@ -95,6 +95,9 @@ class BenchmarkConfig:
     out: str = "benchmark"
     cache_dir: str | None = None  # default <out>/cache; content-keyed, so benchmarks and studies may share one
     baseline: str | None = None  # retriever name; default: the first retriever
+    # "A:B" pairs tested beside the baseline tests (A minus B; Holm-corrected across the pairs of a dataset),
+    # e.g. a trained model against its own base
+    comparisons: list[str] = field(default_factory=list)
     k: int = 100
     metrics: list[str] = field(default_factory=lambda: list(REPORT_METRICS))
     stat_test: str = "student"
@@ -150,4 +153,21 @@ class BenchmarkConfig:
         if self.baseline and self.baseline not in names:
             raise InputError(f"baseline {self.baseline!r} is not one of the retrievers ({', '.join(names)})",
                              field="baseline")
+        self.comparison_pairs(names)
         return specs
+
+    def retriever_names(self) -> list[str]:
+        return [RetrieverSpec.parse(r).name for r in self.retrievers]
+
+    def comparison_pairs(self, names: list[str]) -> list[tuple[str, str]]:
+        """``comparisons`` as (A, B) pairs of retriever names, each checked."""
+        pairs = []
+        for c in map(str, self.comparisons):
+            # Names may hold a colon themselves (colbert:colbertv2.0): the one split into two names wins.
+            splits = [(c[:i], c[i + 1:]) for i, ch in enumerate(c) if ch == ":"]
+            found = [(a, b) for a, b in splits if a in names and b in names and a != b]
+            if len(found) != 1:
+                raise InputError(f"comparison {c!r} must be A:B, two different retrievers of "
+                                 f"{', '.join(names)}", field="comparisons")
+            pairs.append(found[0])
+        return pairs

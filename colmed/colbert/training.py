@@ -352,8 +352,9 @@ def train_colbert(config: ColbertTrainingConfig, overwrite: bool = False, progre
                          "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
                          if trainer.state.best_model_checkpoint else None,
                          "dev_history": dev_history},
-                training_seconds=round(seconds, 2),
-                steps=trainer.state.global_step,
+                # the bi-encoder trainer's names: the study, benches and reports read both families alike
+                train_seconds=round(seconds, 2),
+                global_steps=trainer.state.global_step,
                 final_loss=losses[-1][1] if losses else None,
                 loss_curve=losses,
                 resumed_from=last_checkpoint.name if last_checkpoint else None,

@@ -16,6 +16,9 @@ import click
 @click.option("--data-dir", default=None, type=click.Path(),
               help="Folder of local BEIR datasets (<data-dir>/<name>), e.g. ../shared/beir; else the hub.")
 @click.option("--baseline", default=None, help="Retriever name the others are tested against (default: the first).")
+@click.option("--compare", "comparisons", multiple=True, metavar="A:B",
+              help="Also test retriever A against retriever B (repeat; Holm-corrected across the pairs), e.g. "
+                   "dense-trained:dense-base.")
 @click.option("--check-published", is_flag=True, default=None,
               help="Put colmed's figures beside the published ones (eval/data/published.yaml) and flag gaps.")
 @click.option("--tolerance", type=float, default=None, help="Allowed |colmed - published| nDCG@10 (default: 0.02).")
@@ -36,7 +39,7 @@ import click
               help="Dense and ColBERT retrievers: encoder engine [torch]; openvino needs colmed[openvino].")
 @click.option("--quantize", type=click.Choice(["none", "bf16", "int8"]), default=None,
               help="Dense and ColBERT retrievers, --backend openvino: int8, bf16 or none (fp32) [none].")
-def command(retrievers, suite, datasets, data_dir, baseline, check_published, tolerance, out, cache_dir, config_path, k,
+def command(retrievers, suite, datasets, data_dir, baseline, comparisons, check_published, tolerance, out, cache_dir, config_path, k,
             stat_test, bootstrap_resamples, index_type, batch_size, device, backend, quantize):
     """Evaluate retrievers on a suite: MedEmbed-style tables (nDCG@10 with 95% CIs, Recall@100, MRR@10),
     Holm-corrected significance against a baseline, CSV/JSON/PNG and a manifest. Indexes and runs are
@@ -52,7 +55,7 @@ def command(retrievers, suite, datasets, data_dir, baseline, check_published, to
 
     quiet_libraries()
     overrides = dict(retrievers=list(retrievers), suite=suite, datasets=list(datasets), data_dir=data_dir,
-                     baseline=baseline, check_published=check_published, tolerance=tolerance, out=out, cache_dir=cache_dir, k=k,
+                     baseline=baseline, comparisons=list(comparisons), check_published=check_published, tolerance=tolerance, out=out, cache_dir=cache_dir, k=k,
                      stat_test=stat_test, bootstrap_resamples=bootstrap_resamples, index_type=index_type,
                      batch_size=batch_size, device=device, backend=backend, quantize=quantize)
     if config_path:

@@ -96,13 +96,24 @@ _RENAMES = {"negatives": "num_negatives", "prompts_file": "prompts"}
               help="Instead of notes: a BEIR folder/hub name whose judged --labelled-split pairs become the "
                    "positives (supervised data on the same footing as synthetic).")
 @click.option("--labelled-split", default="train", show_default=True, help="Split of --labelled.")
+@click.option("--contamination-check", "contamination_check", multiple=True, metavar="DATASET",
+              help="Check the triplets against this benchmark's test split before writing them (a BEIR folder "
+                   "or hub name; repeatable): contamination.md/.json go beside them, the summary into the manifest.")
+@click.option("--decontaminate", is_flag=True, default=False,
+              help="With --contamination-check: drop the records that copy or paraphrase a test query or leak a "
+                   "(test query, relevant document) pair; each is logged in decontamination_removed.jsonl.")
+@click.option("--contamination-encoder", default=None, metavar="MODEL",
+              help="With --contamination-check: also match paraphrased queries by embedding cosine >= 0.9 "
+                   "(a sentence-transformers model path or name) [off: exact and near duplicates only].")
 def command(config_path, merge_shards, no_progress, labelled, labelled_split, use_ray, ray_replicas,
-            ray_cpus_per_replica, ray_queries, ray_batch_size, **flags):
+            ray_cpus_per_replica, ray_queries, ray_batch_size, contamination_check, decontaminate,
+            contamination_encoder, **flags):
     """Generate synthetic triplets from clinical notes (resumable; see the module docs)."""
     from colmed.data_gen.config import GenerateConfig
     from colmed.data_gen.pipeline import TripletPipeline, merge_shards as merge
 
     overrides = {_RENAMES.get(k, k): v for k, v in flags.items() if v is not None}
+    record_check = _record_check(contamination_check, decontaminate, contamination_encoder)
     if labelled:
         from colmed.data_gen.labelled import build_labelled_triplets
 
@@ -112,9 +123,10 @@ def command(config_path, merge_shards, no_progress, labelled, labelled_split, us
         manifest = build_labelled_triplets(
             labelled, overrides["out"], split=labelled_split, negatives=overrides.get("num_negatives", 5),
             dev_fraction=overrides.get("dev_fraction", 0.1), seed=overrides.get("seed", 13),
-            overwrite=bool(overrides.get("overwrite")), progress=not no_progress, **extra)
+            overwrite=bool(overrides.get("overwrite")), progress=not no_progress, record_check=record_check, **extra)
         click.echo(f"wrote {manifest['counts']['records']['total']} triplets from {labelled} ({labelled_split}) "
                    f"to {overrides['out']}")
+        _echo_contamination(manifest)
         return
     if no_progress:
         overrides["progress"] = False
@@ -129,12 +141,39 @@ def command(config_path, merge_shards, no_progress, labelled, labelled_split, us
         from colmed.data_gen.ray_pipeline import run_with_ray
 
         manifest = run_with_ray(cfg, ray_queries, replicas=ray_replicas, num_cpus_per_replica=ray_cpus_per_replica,
-                                batch_size=ray_batch_size)
+                                batch_size=ray_batch_size, record_check=record_check)
     else:
-        manifest = TripletPipeline(cfg).run()
+        manifest = TripletPipeline(cfg, record_check=record_check).run()
     c = manifest["counts"]
     click.echo(f"wrote {c['records']['total']} triplets ({c['records']['train']} train, {c['records']['dev']} dev) "
                f"to {TripletPipeline(cfg).out}; filters: {json.dumps(c['filters'])}; "
                f"{manifest['throughput']['notes_per_second']} notes/s")
+    _echo_contamination(manifest)
     if manifest.get("generation", {}).get("reused"):
         click.echo("reused the generated queries of the output it replaced (same generation settings, notes, model)")
+
+
+def _record_check(datasets, decontaminate: bool, encoder_name: str | None):
+    """The contamination check the flags ask for (test splits loaded now, before any generation), or None."""
+    if not datasets:
+        if decontaminate or encoder_name:
+            raise click.UsageError("--decontaminate and --contamination-encoder need --contamination-check DATASET")
+        return None
+    from colmed.eval.contamination import TrainingSetCheck
+
+    encoder = None
+    if encoder_name:
+        from colmed.bi_encoder.encoder import DenseEncoder
+
+        encoder = DenseEncoder(encoder_name)
+    return TrainingSetCheck(list(datasets), decontaminate=decontaminate, encoder=encoder)
+
+
+def _echo_contamination(manifest: dict) -> None:
+    summary = manifest.get("counts", {}).get("contamination")
+    if not summary:
+        return
+    for name, d in summary["per_dataset"].items():
+        click.echo(f"contamination vs {name}: {d['verdict']}")
+    if summary["decontaminated"]:
+        click.echo(f"decontaminated: removed {summary['removed']} records, kept {summary['kept']}")

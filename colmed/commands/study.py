@@ -12,7 +12,10 @@ import click
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config key, e.g. --set data.num_notes=50 --set colbert.args.max-steps=100.")
 @click.option("--dry-run", is_flag=True, help="Print the stages, their keys and what is cached; run nothing.")
-def command(config_path, out, overrides, dry_run):
+@click.option("--until", default=None, metavar="STAGE",
+              help="Stop after this stage (generate, train-bi-encoder, train-colbert, benchmark); a later run "
+                   "without it continues from there.")
+def command(config_path, out, overrides, dry_run, until):
     """Run the whole study, resumably: finished stages whose inputs did not change are skipped.
 
     \b
@@ -25,4 +28,4 @@ def command(config_path, out, overrides, dry_run):
     # Unknown keys and wrong types fail here, naming the file (or --set) and the field, before any stage runs.
     cfg = (StudyConfig.from_yaml(config_path, overrides) if config_path
            else apply_overrides(StudyConfig(), overrides))
-    run_study(cfg, dry_run=dry_run, echo=lambda m: click.echo(m, err=True))
+    run_study(cfg, dry_run=dry_run, echo=lambda m: click.echo(m, err=True), until=until)

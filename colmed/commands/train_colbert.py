@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from colmed.core.errors import InputError
+
 from colmed.commands.train_options import old_spelling, resolve_old_spellings
 
 OLD_SPELLINGS = {"maxsteps": "max_steps", "bsize": "batch_size", "lr": "learning_rate",
@@ -29,6 +31,9 @@ OLD_SPELLINGS = {"maxsteps": "max_steps", "bsize": "batch_size", "lr": "learning
 @click.option("--out", default=None, help="Model folder to write (refused if it exists).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="YAML file of ColbertTrainingConfig fields (flag names with underscores).")
+@click.option("--num-negatives", type=int, default=None,
+              help="Mined hard negatives per query, as for train bi-encoder (= --nway minus 1) [auto: the fewest "
+                   "any train record has].")
 @click.option("--nway", type=int, default=None, help="1 positive + (nway-1) mined negatives per query [auto].")
 @click.option("--batch-size", type=int, default=None, help="Queries per batch (per device) [32].")
 @click.option("--learning-rate", type=float, default=None, help="Learning rate [1e-5].")
@@ -70,9 +75,13 @@ def command(config_path, resume, overwrite, quiet, dev, **flags):
     import dataclasses
 
     from colmed.colbert.training import ColbertTrainingConfig, train_colbert
-    from colmed.core.errors import InputError
 
     warmup_steps = flags.pop("old_warmup")
+    num_negatives = flags.pop("num_negatives")
+    if num_negatives is not None:
+        if flags["nway"] is not None and flags["nway"] != num_negatives + 1:
+            raise InputError(f"--num-negatives {num_negatives} contradicts --nway {flags['nway']}", field="nway")
+        flags["nway"] = num_negatives + 1
     given = resolve_old_spellings(flags, OLD_SPELLINGS)
     if dev is not None:
         given["dev"] = None if dev.lower() == "none" else dev
@@ -90,6 +99,6 @@ def command(config_path, resume, overwrite, quiet, dev, **flags):
     dev_line = (f"dev ndcg@10 untrained {base:.4f} -> best {best:.4f}" if base is not None and best is not None
                 else "no dev evaluation")
     loss = manifest["final_loss"]
-    click.echo(f"wrote {config.out} ({manifest['steps']} steps, {manifest['training_seconds']:.0f}s, "
+    click.echo(f"wrote {config.out} ({manifest['global_steps']} steps, {manifest['train_seconds']:.0f}s, "
                f"final loss {loss if loss is None else format(loss, '.4f')}, {manifest['data']['examples']} triplets, "
                f"nway {manifest['config']['nway']}, {manifest['conventions']['dim']}-d; {dev_line})")
