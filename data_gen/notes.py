@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from colmed.core.errors import InputError
+from colmed.data.datasets import full_text
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Passage:
 
     @property
     def full_text(self) -> str:
-        return f"{self.title} {self.text}".strip() if self.title else self.text
+        return full_text(self.title, self.text)  # as a corpus Document: the miner and trainers see the same
 
 
 @dataclass

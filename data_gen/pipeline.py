@@ -208,10 +208,7 @@ class TripletPipeline:
         state_path = self.partial / "state.json"
         fingerprint, generation = cfg.fingerprint(), cfg.generation_fingerprint()
         if self.partial.exists():
-            try:
-                state = json.loads(state_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                state = {}
+            state = read_state(state_path)
             finished = any((self.work / "generate").glob("part-*.done.json"))
             if state.get("fingerprint") == fingerprint:
                 logger.info("resuming %s", self.partial)
@@ -220,11 +217,7 @@ class TripletPipeline:
                 shutil.rmtree(self.work / "mine", ignore_errors=True)
                 write_json(state_path, {**state, "fingerprint": fingerprint, "config": cfg.to_dict()})
             elif finished and not cfg.overwrite:
-                changed = _changed_settings(state.get("config"), cfg.to_dict())
-                what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changed) or "written by another colmed version"
-                raise InputError(f"an unfinished run with different settings is here ({what}); rerun with the "
-                                 "same settings to resume it, or pass --overwrite to start over",
-                                 path=self.partial, field=changed[0][0] if changed else None)
+                refuse_changed_settings(state, cfg, self.partial, "an unfinished run")
             else:
                 shutil.rmtree(self.partial)
         if cfg.overwrite and not any((self.work / "generate").glob("part-*.done.json")):
@@ -478,6 +471,22 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:  # another file system, or one without hard links
         shutil.copy2(src, dst)
+
+
+def read_state(path: Path) -> dict:
+    """A checkpoint folder's ``state.json``, or ``{}`` when missing or unreadable (a killed first write)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def refuse_changed_settings(state: dict, config: GenerateConfig, partial: Path, what: str) -> None:
+    """Raise the one-line refusal to resume checkpoints made with other settings, naming the first changed one."""
+    changed = _changed_settings(state.get("config"), config.to_dict())
+    settings = ", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changed) or "written by another colmed version"
+    raise InputError(f"{what} with different settings is here ({settings}); rerun with the same settings to resume "
+                     "it, or pass --overwrite to start over", path=partial, field=changed[0][0] if changed else None)
 
 
 def _changed_settings(old: dict | None, new: dict) -> list[tuple[str, Any, Any]]:

@@ -334,15 +334,12 @@ def _open_work_area(config: GenerateConfig, partial: Path, rows: list[dict[str, 
     path) are refused the same way.
     """
     from colmed.core.io import write_json
-    from colmed.data_gen.pipeline import _changed_settings
+    from colmed.data_gen.pipeline import read_state, refuse_changed_settings
 
     state_path, work = partial / "state.json", partial / "_work" / "generate"
     generation = config.generation_fingerprint()
     if partial.exists():
-        try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            state = {}
+        state = read_state(state_path)
         finished = any(work.glob("part-*.parquet"))
         if state.get("generation_fingerprint") == generation:
             stale = _stale_blocks(work, rows)
@@ -352,12 +349,7 @@ def _open_work_area(config: GenerateConfig, partial: Path, rows: list[dict[str, 
             if stale:
                 shutil.rmtree(partial)
         elif finished and not config.overwrite:
-            changed = _changed_settings(state.get("config"), config.to_dict())
-            what = (", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changed)
-                    or "written by another colmed version")
-            raise InputError(f"an unfinished Ray generation with different settings is here ({what}); rerun with "
-                             "the same settings to resume it, or pass --overwrite to start over",
-                             path=partial, field=changed[0][0] if changed else None)
+            refuse_changed_settings(state, config, partial, "an unfinished Ray generation")
         else:
             shutil.rmtree(partial)
     work.mkdir(parents=True, exist_ok=True)

@@ -77,9 +77,16 @@ def sample_dataset_dir() -> Path:
     return sample_dataset_path()
 
 
+def prompt_passage(body: dict) -> str:
+    """The passage a colmed generation prompt quotes between its <<< and >>> lines."""
+    return re.search(r"<<<\n(.*?)\n>>>", body["messages"][-1]["content"], re.S).group(1)
+
+
 @contextlib.contextmanager
-def _scripted_llm_server(delay: float = 0.0, fail_first: bool = False, malformed_first: bool = False):
-    seen: dict[str, int] = {}
+def _fake_openai_server(answer, delay: float = 0.0):
+    """An OpenAI-compatible ``/chat/completions`` on 127.0.0.1: ``answer(body)`` gives (HTTP status, JSON reply).
+    Yields (base_url, requests): each request's path, body and Authorization header, recorded on arrival;
+    the answer goes out ``delay`` seconds later."""
     requests: list[dict] = []
     lock = threading.Lock()
 
@@ -91,37 +98,56 @@ def _scripted_llm_server(delay: float = 0.0, fail_first: bool = False, malformed
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with lock:
                 requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-            user = body["messages"][-1]["content"]
-            passage = re.search(r"<<<\n(.*?)\n>>>", user, re.S).group(1)
-            with lock:
-                n = seen[passage] = seen.get(passage, 0) + 1
             time.sleep(delay)
-            if fail_first and n == 1:
-                self.send_response(503)
-                self.end_headers()
-                self.wfile.write(b"overloaded")
-                return
-            sentence = next(s for s in re.split(r"(?<=\.)\s+", passage) if len(s.split()) >= 6)
-            query = {"type": "keyword", "query": " ".join(sentence.split()[:6]).lower(), "evidence": sentence,
-                     "relevance": 4}
-            content = "I cannot comply" if (malformed_first and n == 1) else json.dumps({"queries": [query]})
-            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}],
-                               "usage": {"prompt_tokens": 100, "completion_tokens": 20}}).encode()
-            self.send_response(200)
+            status, reply = answer(body)
+            data = json.dumps(reply).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.requests = requests
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", requests
     finally:
         server.shutdown()
         server.server_close()
+
+
+def chat_reply(content: str, prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"choices": [{"message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
+
+
+@pytest.fixture
+def fake_openai_server():
+    """``with fake_openai_server(answer, delay=0) as (base_url, requests):`` an OpenAI-compatible server whose
+    ``answer(body) -> (status, reply)`` the test writes (see :func:`chat_reply`, :func:`prompt_passage`)."""
+    return _fake_openai_server
+
+
+@contextlib.contextmanager
+def _scripted_llm_server(delay: float = 0.0, fail_first: bool = False, malformed_first: bool = False):
+    seen: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def answer(body: dict) -> tuple[int, dict]:
+        passage = prompt_passage(body)
+        with lock:
+            n = seen[passage] = seen.get(passage, 0) + 1
+        if fail_first and n == 1:
+            return 503, {"error": {"message": "overloaded"}}
+        sentence = next(s for s in re.split(r"(?<=\.)\s+", passage) if len(s.split()) >= 6)
+        query = {"type": "keyword", "query": " ".join(sentence.split()[:6]).lower(), "evidence": sentence,
+                 "relevance": 4}
+        content = "I cannot comply" if (malformed_first and n == 1) else json.dumps({"queries": [query]})
+        return 200, chat_reply(content, 100, 20)
+
+    with _fake_openai_server(answer, delay) as (url, _):
+        yield url
 
 
 @pytest.fixture

@@ -217,46 +217,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_openai_backend_steps_down_to_the_json_object_dialect_a_server_accepts():
+def test_openai_backend_steps_down_to_the_json_object_dialect_a_server_accepts(fake_openai_server):
     """llama-cpp-python's server refuses ``response_format: json_schema`` with HTTP 500 naming response_format;
     the backend then asks with ``{"type": "json_object", "schema": ...}`` for that request and the rest."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from conftest import chat_reply
 
     from colmed.data_gen.backends.openai_backend import OpenAIBackend
 
-    formats = []
+    def answer(body: dict) -> tuple[int, dict]:
+        fmt = body.get("response_format")
+        if fmt and fmt["type"] != "json_object":
+            return 500, {"error": {"message": "1 validation error: {'type': 'literal_error', 'loc': "
+                                              "('body', 'response_format', 'type')}"}}
+        reply = json.dumps({"queries": [{"type": "keyword", "query": "metformin dose", "relevance": 4}]})
+        return 200, chat_reply(reply, 50, 9)
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            fmt = body.get("response_format")
-            formats.append(fmt and fmt["type"])
-            if fmt and fmt["type"] != "json_object":
-                status, data = 500, {"error": {"message": "1 validation error: {'type': 'literal_error', 'loc': "
-                                                          "('body', 'response_format', 'type')}"}}
-            else:
-                reply = json.dumps({"queries": [{"type": "keyword", "query": "metformin dose", "relevance": 4}]})
-                status, data = 200, {"choices": [{"message": {"role": "assistant", "content": reply}}],
-                                     "usage": {"prompt_tokens": 50, "completion_tokens": 9}}
-            raw = json.dumps(data).encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with fake_openai_server(answer) as (url, requests):
         lean = load_prompt_template("medembed-lean")
-        backend = OpenAIBackend(f"http://127.0.0.1:{server.server_address[1]}/v1", "m", concurrency=1, backoff=0.01)
+        backend = OpenAIBackend(url, "m", concurrency=1, backoff=0.01)
         out = backend.generate([lean.messages(PASSAGE, ["keyword"])] * 3, json_schema=lean.json_schema(1))
-    finally:
-        server.shutdown()
-        server.server_close()
+    formats = [(r["body"].get("response_format") or {}).get("type") for r in requests]
     assert all(c.error is None and c.completion_tokens == 9 for c in out)
     assert formats == ["json_schema", "json_object", "json_object", "json_object"]
     assert backend.schema_mode == "json_object"

@@ -18,11 +18,10 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 from pathlib import Path
 
@@ -40,55 +39,57 @@ def _need_ray():
     return pytest.importorskip("ray", reason="ray is not installed: pip install 'colmed[ray]'")
 
 
-@contextmanager
-def deterministic_llm_server(delay: float = 0.0):
-    """An OpenAI-compatible ``/chat/completions`` whose reply depends only on the prompt and the seed.
+class _PassagesAsked(Sequence):
+    """The passage of each request so far, in arrival order: a live view of the server's request log."""
+
+    def __init__(self, requests: list[dict]):
+        self._requests = requests
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __getitem__(self, i):
+        from conftest import prompt_passage
+
+        if isinstance(i, slice):
+            return [prompt_passage(r["body"]) for r in self._requests[i]]
+        return prompt_passage(self._requests[i]["body"])
+
+
+def deterministic_answer(body: dict) -> tuple[int, dict]:
+    """An OpenAI-compatible reply that depends only on the prompt and the seed.
 
     Per passage (by a hash of its text): a quarter always answer prose (rejected after the retries), a
     quarter answer prose to the first attempt (seed ``SEED``) and valid JSON to the retry, the rest valid
     JSON at once: the passage's first sentence as evidence, its first words as the query, of the first
-    query type the prompt asks for. Each request's passage is recorded on arrival; the answer comes
-    ``delay`` seconds later.
+    query type the prompt asks for.
     """
-    requests: list[str] = []
-    lock = threading.Lock()
+    from conftest import chat_reply, prompt_passage
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    user = body["messages"][-1]["content"]
+    passage = prompt_passage(body)
+    kind = int(hashlib.sha256(passage.encode()).hexdigest(), 16) % 4
+    if kind == 0 or (kind == 1 and body["seed"] == SEED):
+        content = "I am sorry, I cannot write queries for this text."
+    else:
+        qtype = re.search(r"^- (\w+):", user, re.M).group(1)
+        sentence = re.split(r"(?<=\.)\s+", passage)[0]
+        content = json.dumps({"queries": [{"type": qtype, "query": " ".join(sentence.split()[:5]).lower(),
+                                           "evidence": sentence, "relevance": 4}]})
+    return 200, chat_reply(content, len(user.split()), len(content.split()))
 
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            user = body["messages"][-1]["content"]
-            passage = re.search(r"<<<\n(.*?)\n>>>", user, re.S).group(1)
-            with lock:
-                requests.append(passage)
-            time.sleep(delay)
-            kind = int(hashlib.sha256(passage.encode()).hexdigest(), 16) % 4
-            if kind == 0 or (kind == 1 and body["seed"] == SEED):
-                content = "I am sorry, I cannot write queries for this text."
-            else:
-                qtype = re.search(r"^- (\w+):", user, re.M).group(1)
-                sentence = re.split(r"(?<=\.)\s+", passage)[0]
-                content = json.dumps({"queries": [{"type": qtype, "query": " ".join(sentence.split()[:5]).lower(),
-                                                   "evidence": sentence, "relevance": 4}]})
-            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}],
-                               "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(content.split())}
-                               }).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", requests
-    finally:
-        server.shutdown()
-        server.server_close()
+@pytest.fixture
+def deterministic_llm_server(fake_openai_server):
+    """``with deterministic_llm_server(delay=0) as (base_url, passages):`` :func:`deterministic_answer` served;
+    ``passages`` lists each request's passage on arrival."""
+
+    @contextmanager
+    def serve(delay: float = 0.0):
+        with fake_openai_server(deterministic_answer, delay) as (url, requests):
+            yield url, _PassagesAsked(requests)
+
+    return serve
 
 
 def _outputs(out: Path) -> tuple[list[dict], list[dict]]:
@@ -115,7 +116,8 @@ def _openai_flags(base_url: str) -> dict:
 
 
 @pytest.mark.slow  # about 80 s on 2 busy cores, a third of it Ray's start-up
-def test_ray_cli_generates_the_queries_of_the_single_machine_pipeline(tmp_path, monkeypatch):
+def test_ray_cli_generates_the_queries_of_the_single_machine_pipeline(tmp_path, monkeypatch,
+                                                                     deterministic_llm_server):
     """The 40 sample notes' passages over 2 actors (batches of 16): same triplets, rejects, retries and tokens as one process;
     a rerun reuses the queries folder instead of asking the endpoint again."""
     ray = _need_ray()
@@ -166,7 +168,7 @@ def _finished_blocks(work: Path) -> dict[str, str]:
 
 @pytest.mark.slow  # two local Ray start-ups: about 2 minutes on 2 busy cores
 @pytest.mark.timeout(600)
-def test_a_ray_run_killed_part_way_resumes_from_its_finished_blocks(tmp_path):
+def test_a_ray_run_killed_part_way_resumes_from_its_finished_blocks(tmp_path, deterministic_llm_server):
     """kill -9 of the ``colmed generate --ray`` driver once some blocks are written; the same command again asks
     the endpoint only about the passages of no finished block (each as often as an uninterrupted run does) and
     ends with the triplets, rejects, counts and tokens of an uninterrupted run, each passage's queries once."""

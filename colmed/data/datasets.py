@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 MAX_UNKNOWN_QRELS_FRACTION = 0.01
 
 
+def full_text(title: str, text: str) -> str:
+    """What retrievers index and trainers see (the BEIR convention): the title, then the text."""
+    return f"{title} {text}".strip() if title else text
+
+
 @dataclass(frozen=True)
 class Document:
     """A corpus document. ``full_text`` is what retrievers index (BEIR convention: title, then text)."""
@@ -41,7 +46,7 @@ class Document:
 
     @property
     def full_text(self) -> str:
-        return f"{self.title} {self.text}".strip() if self.title else self.text
+        return full_text(self.title, self.text)
 
 
 @dataclass
