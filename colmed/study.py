@@ -78,6 +78,7 @@ class StudyBenchmarkConfig:
     # paired tests beside those against the baseline: each trained model against its base, and ColBERT
     # trained against dense trained (Holm-corrected across these pairs)
     compare_families: bool = True
+    hybrid: bool = True  # also score RRF of BM25 with each trained model (rrf:bm25+<family>-trained)
     args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -268,6 +269,9 @@ def stage_configs(cfg: StudyConfig) -> dict[str, Any]:
             retrievers.append(f"{kind}-base={kind}:{resolve_model(trainer.base)}")
         retrievers.append(f"{kind}-trained={kind}:{model}")
     names = [r.partition("=")[0] for r in retrievers]
+    if b.hybrid:
+        retrievers += [f"hybrid-{kind}=rrf:bm25+{kind}-trained" for kind in ("dense", "colbert")
+                       if f"{kind}-trained" in names]
     comparisons = []
     if b.compare_families:
         comparisons = [f"{k}-trained:{k}-base" for k in ("dense", "colbert") if f"{k}-base" in names

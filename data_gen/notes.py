@@ -64,20 +64,24 @@ class NoteIssues:
 
 def load_notes(source: str | Path, text_field: str = "text", id_field: str = "id", title_field: str = "title",
                hub_split: str = "train") -> tuple[list[Note], NoteIssues]:
-    """Load notes from a JSONL file, a BEIR folder (its ``corpus.jsonl`` only) or a hub dataset name.
+    """Load notes from a JSONL file, a BEIR folder (its ``corpus.jsonl`` only), a folder of JSONL notes files
+    (every ``*.jsonl`` in it, in name order, e.g. ``../shared/notes``) or a hub dataset name.
 
     Returns the notes in source order and the issues met. Raises :class:`InputError` when nothing
     usable is found.
     """
     p = Path(source)
     issues = NoteIssues()
-    if p.is_dir():
-        corpus = p / "corpus.jsonl"
-        if not corpus.is_file():
-            raise InputError("a notes folder must be a BEIR folder with corpus.jsonl", path=p)
+    if p.is_dir() and (p / "corpus.jsonl").is_file():
         # BEIR names its fields _id/title/text; an explicit non-default --text-field still wins.
-        notes = _read_jsonl_notes(corpus, text_field, "_id" if id_field == "id" else id_field, title_field,
-                                  issues)
+        notes = _read_jsonl_notes(p / "corpus.jsonl", text_field, "_id" if id_field == "id" else id_field,
+                                  title_field, issues)
+    elif p.is_dir():
+        files = sorted(p.glob("*.jsonl"))
+        if not files:
+            raise InputError("a notes folder must be a BEIR folder (corpus.jsonl) or hold *.jsonl notes files", path=p)
+        seen: set[str] = set()  # an id twice, even in two files, is one note: the later one is a counted duplicate
+        notes = [n for f in files for n in _read_jsonl_notes(f, text_field, id_field, title_field, issues, seen)]
     elif p.is_file():
         notes = _read_jsonl_notes(p, text_field, id_field, title_field, issues)
     elif not _looks_like_hub_name(str(source)):
@@ -95,9 +99,9 @@ def _looks_like_hub_name(name: str) -> bool:
 
 
 def _read_jsonl_notes(path: Path, text_field: str, id_field: str, title_field: str,
-                      issues: NoteIssues) -> list[Note]:
+                      issues: NoteIssues, seen: set[str] | None = None) -> list[Note]:
     notes: list[Note] = []
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     where = str(path)
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):

@@ -95,6 +95,38 @@ def test_table_values_match_metrics_computed_by_hand(tmp_path, data_dir, tiny_st
     assert manifest["inputs"]["retrievers"]["tiny"]["model_hash"]  # local model identified by content
 
 
+def test_rrf_retriever_fuses_the_runs_of_its_components_as_written_by_hand(tmp_path, data_dir, tiny_st_model_dir):
+    """hybrid=rrf:bm25+tiny is the reciprocal-rank fusion (k=60) of the two runs of the same benchmark: each
+    document scores the sum of 1/(60 + its rank) over the runs; a component missing from the benchmark is
+    refused before anything runs."""
+    from colmed.api import evaluate
+    from colmed.benchmark.runner import fused_run
+    from colmed.data.datasets import load_beir_folder
+
+    out = tmp_path / "bench"
+    cfg = BenchmarkConfig(retrievers=["bm25", f"tiny=dense:{tiny_st_model_dir}", "hybrid=rrf:bm25+tiny"],
+                          datasets=["nfcorpus"], data_dir=str(data_dir), out=str(out), bootstrap_resamples=200,
+                          comparisons=["hybrid:tiny"])
+    results = run_benchmark(cfg, log=_quiet)
+    ds = load_beir_folder(data_dir / "nfcorpus", name="nfcorpus")
+    parts = {n: read_trec(results.cell(n, "nfcorpus").run_path) for n in ("bm25", "tiny")}
+    by_hand: dict[str, dict[str, float]] = {}
+    for run in parts.values():
+        for q, docs in run.items():
+            for rank, d in enumerate(docs, start=1):  # a TREC run file lists each query's documents best first
+                by_hand.setdefault(q, {})[d] = by_hand.get(q, {}).get(d, 0.0) + 1 / (60 + rank)
+    cell, fused = fused_run(cfg.retriever_specs()[2], parts, k=100)
+    assert fused.keys() == by_hand.keys()
+    assert all(fused[q] == pytest.approx(by_hand[q], abs=1e-12) for q in by_hand)
+    reported = results.cell("hybrid", "nfcorpus")
+    assert reported.status == cell.status == "fused (rrf of bm25 + tiny)"
+    assert reported.scores["ndcg@10"] == pytest.approx(evaluate(ds, fused)["ndcg@10"], abs=1e-9)
+    assert "hybrid:tiny" in results.datasets["nfcorpus"].comparisons
+    assert "| hybrid |" in (out / "report.md").read_text()
+    with pytest.raises(InputError, match="fuses bm25\\+nope"):
+        BenchmarkConfig(retrievers=["bm25", "h=rrf:bm25+nope"]).retriever_specs()
+
+
 def test_missing_and_incomplete_datasets_are_skipped_with_one_line(tmp_path, data_dir):
     result = CliRunner().invoke(main, ["benchmark", "--retriever", "bm25", "--dataset", "nfcorpus",
                                        "--dataset", "trec-covid", "--dataset", "publichealthqa", "--data-dir",

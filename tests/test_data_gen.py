@@ -109,6 +109,25 @@ def test_beir_folder_reads_only_the_corpus(tmp_path):
     assert notes == [Note("d1", "Aspirin lowers fever.", "T")]
 
 
+def test_folder_of_notes_files_reads_every_jsonl_in_name_order(tmp_path):
+    """../shared/notes holds MTSamples and ACI-BENCH side by side: one --notes folder reads both; an id met
+    again in another file is a counted duplicate (file, line), not a second note."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "b_second.jsonl").write_text(json.dumps({"id": "b1", "text": "Metformin was started."}) + "\n"
+                                           + json.dumps({"id": "a1", "text": "Same id as a note of a_first."}) + "\n")
+    (folder / "a_first.jsonl").write_text(json.dumps({"id": "a1", "title": "T", "text": "Aspirin lowers fever."}) + "\n")
+    (folder / "README.md").write_text("not notes\n")
+    notes, issues = load_notes(folder)
+    assert notes == [Note("a1", "Aspirin lowers fever.", "T"), Note("b1", "Metformin was started.")]
+    assert issues.counts == {"duplicate_id": 1}
+    assert (issues.items[0]["path"], issues.items[0]["line"]) == (str(folder / "b_second.jsonl"), 2)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="corpus.jsonl.*jsonl notes files"):
+        load_notes(empty)
+
+
 def test_chunking_respects_max_words_and_keeps_all_text():
     note = Note("n", " ".join(f"Sentence number {i} has some words in it." for i in range(40)))
     chunks = chunk_note(note, max_words=50, min_words=10)

@@ -137,7 +137,8 @@ def test_tiny_study_end_to_end_then_resume_and_kill(tmp_path, tiny_st_model_dir,
                         "## Paired comparisons", "## Manifest"):
             assert section in report
         results = json.loads((out / "benchmark" / "results.json").read_text())
-        assert set(results["scores"]) == {"bm25", "dense-base", "dense-trained", "colbert-base", "colbert-trained"}
+        assert set(results["scores"]) == {"bm25", "dense-base", "dense-trained", "colbert-base", "colbert-trained",
+                                          "hybrid-dense", "hybrid-colbert"}  # BM25 fused (RRF) with each trained
         # Each family against its own base, and ColBERT against dense, beside the tests against BM25.
         assert set(next(iter(results["comparisons"].values()))) == {
             "dense-trained:dense-base", "colbert-trained:colbert-base", "colbert-trained:dense-trained"}

@@ -60,6 +60,19 @@ def evaluate_dataset(dataset, runs: dict[str, dict], baseline: str | None, confi
     return out, comparisons
 
 
+def fused_run(spec: RetrieverSpec, runs: dict[str, dict], k: int) -> tuple[RetrieverOnDataset, dict | None]:
+    """An ``rrf`` retriever on one dataset: reciprocal rank fusion (ranx, k=60) of its components' runs, cut to
+    the benchmark's ``k`` like every other run; not applicable where a component is not."""
+    from colmed.eval.evaluation import fuse_runs
+
+    missing = [c for c in spec.components if c not in runs]
+    if missing:
+        return RetrieverOnDataset(spec.name, "not applicable", reason=f"{', '.join(missing)} not applicable"), None
+    fused = fuse_runs([runs[c] for c in spec.components], method="rrf")
+    run = {q: dict(sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:k]) for q, docs in fused.items()}
+    return RetrieverOnDataset(spec.name, f"fused (rrf of {' + '.join(spec.components)})"), run
+
+
 def run_benchmark(config: BenchmarkConfig, log: Callable[[str], None] = _stderr) -> BenchmarkResult:
     """Run every retriever on every loadable dataset, write the reports into ``config.out``
     (:func:`colmed.benchmark.report.write_reports`) and return the result."""
@@ -105,6 +118,8 @@ def _run_benchmark(config: BenchmarkConfig, log: Callable[[str], None]) -> Bench
         exclude = resolve_self_hits(ds)
         runs, cells = {}, {}
         for s in specs:
+            if s.kind == "rrf":
+                continue  # fused below, from the runs of this dataset
             run, info = get_run(s, ds, config, cache_dir, log, identity=identities[s.name])
             sc = info.get("sidecar") or {}
             cells[s.name] = RetrieverOnDataset(s.name, info["status"], reason=info.get("reason"),
@@ -114,6 +129,14 @@ def _run_benchmark(config: BenchmarkConfig, log: Callable[[str], None]) -> Bench
                 log(f"{ds.name}: {s.name} not applicable ({info['reason']})")
                 continue
             runs[s.name] = run
+        for s in specs:
+            if s.kind == "rrf":
+                cells[s.name], run = fused_run(s, runs, config.k)
+                if run is not None:
+                    runs[s.name] = run
+        specs_order = [s.name for s in specs]
+        runs = {n: runs[n] for n in specs_order if n in runs}
+        cells = {n: cells[n] for n in specs_order}
         if not runs:
             result.skipped.append(SkippedDataset(ds.name, "no retriever applies"))
             continue

@@ -8,6 +8,8 @@ Example:
     'colbert:colbertv2.0'
     >>> BenchmarkConfig(retrievers=["bm25", "lexical=bm25"], out="b").retriever_specs()[1].name
     'lexical'
+    >>> RetrieverSpec.parse("hybrid=rrf:bm25+minilm").components
+    ['bm25', 'minilm']
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from colmed.benchmark.cache import content_hash
 from colmed.core.errors import InputError
 
-KINDS = ("bm25", "dense", "colbert", "index")
+KINDS = ("bm25", "dense", "colbert", "index", "rrf")
 REPORT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
@@ -29,8 +31,13 @@ class RetrieverSpec:
 
     name: str
     kind: str
-    target: str | None = None  # model (dense/colbert: hub name or local path) or index dir (index)
+    target: str | None = None  # model (dense/colbert: hub name or local path), index dir (index), A+B (rrf)
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def components(self) -> list[str]:
+        """An ``rrf`` retriever's fused retrievers (names of others in the same benchmark)."""
+        return [c.strip() for c in (self.target or "").split("+") if c.strip()] if self.kind == "rrf" else []
 
     @classmethod
     def parse(cls, text: str | dict) -> "RetrieverSpec":
@@ -51,11 +58,13 @@ class RetrieverSpec:
         kind, _, target = raw.partition(":")
         kind = kind.strip().lower()
         if kind not in KINDS:
-            raise InputError(f"unknown retriever {text!r}: expected bm25, dense:<model>, colbert:<checkpoint> or "
-                             f"index:<dir>", field="retriever")
+            raise InputError(f"unknown retriever {text!r}: expected bm25, dense:<model>, colbert:<checkpoint>, "
+                             f"index:<dir> or rrf:<A>+<B>", field="retriever")
         if kind != "bm25" and not target:
             raise InputError(f"retriever {text!r} needs a target after ':' (a model, checkpoint or index dir)",
                              field="retriever")
+        if not name and kind == "rrf":
+            name = f"rrf:{target.strip()}"
         if not name:
             stem = Path(target.rstrip("/")).name if target else ""
             name = kind if kind == "bm25" else f"{kind}:{stem}"
@@ -73,7 +82,9 @@ class RetrieverSpec:
         A local model is hashed on every call, so a model retrained into the same folder is a new identity.
         """
         ident: dict[str, Any] = {"kind": self.kind, "options": self.options}
-        if self.kind == "index":
+        if self.kind == "rrf":  # reciprocal rank fusion (ranx, k=60) of the components' runs, computed per benchmark
+            ident.update(components=self.components)
+        elif self.kind == "index":
             m = self.index_manifest()
             ident.update(index=str(Path(self.target).resolve()), index_kind=m.kind, model=m.model,
                          index_settings=m.settings, index_created=m.created,
@@ -150,6 +161,13 @@ class BenchmarkConfig:
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup:
             raise InputError(f"two retrievers are named {dup!r}; name them with NAME=kind:target", field="retriever")
+        for spec in specs:
+            if spec.kind == "rrf":
+                fused = spec.components
+                plain = [s.name for s in specs if s.kind != "rrf"]
+                if len(fused) < 2 or len(set(fused)) < len(fused) or not set(fused) <= set(plain):
+                    raise InputError(f"retriever {spec.name!r} fuses {'+'.join(fused) or 'nothing'}: name two or more "
+                                     f"other retrievers of this benchmark ({', '.join(plain)})", field="retriever")
         if self.baseline and self.baseline not in names:
             raise InputError(f"baseline {self.baseline!r} is not one of the retrievers ({', '.join(names)})",
                              field="baseline")
