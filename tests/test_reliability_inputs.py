@@ -404,6 +404,20 @@ CASES = [
     ("benchmark --batch-size 0", lambda t, d, i: ["benchmark", "--retriever", "bm25=bm25", "--dataset", d,
                                                   "--batch-size", "0", "--out", t / "bench"],
      ["field 'batch_size'", "got 0"]),
+    ("benchmark --compare of an unknown retriever", lambda t, d, i: [
+        "benchmark", "--retriever", "bm25=bm25", "--retriever", "lex=bm25", "--compare", "lex:nope", "--dataset", d,
+        "--out", t / "bench"], ["field 'comparisons'", "lex:nope"]),
+    ("benchmark rrf of an unknown retriever", lambda t, d, i: [
+        "benchmark", "--retriever", "bm25=bm25", "--retriever", "h=rrf:bm25+nope", "--dataset", d,
+        "--out", t / "bench"], ["field 'retriever'", "bm25+nope"]),
+    ("train colbert --num-negatives against --nway", lambda t, d, i: [
+        "train", "colbert", "--triplets", t / "t", "--base", "m", "--out", t / "model", "--num-negatives", "2",
+        "--nway", "4"], ["field 'nway'", "contradicts"]),
+    ("generate --contamination-check of a missing folder", lambda t, d, i: [
+        "generate", "--labelled", d, "--out", t / "triplets", "--no-progress", "--contamination-check",
+        t / "no-such-benchmark"], ["no-such-benchmark"]),
+    ("study --until an unknown stage", lambda t, d, i: _study_yaml(t, "data:\n  num_notes: 5\n") + ["--until", "train"],
+     ["field 'until'", "train-bi-encoder"]),
 ]
 
 

@@ -273,7 +273,7 @@ def test_a_kept_output_is_adopted_only_once_the_current_keys_run_replaced_it(tmp
 
 
 @pytest.mark.parametrize("config", ["bench/study_reference.yaml", "bench/study_gpu.yaml",
-                                    "bench/study_one_trainer.yaml"])
+                                    "bench/study_one_trainer.yaml", "bench/study_sources.yaml"])
 def test_shipped_study_configs_plan_commands_their_cli_accepts(config):
     """Every flag a shipped study config passes to a stage is a real option with a valid value."""
     import click
