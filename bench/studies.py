@@ -1,18 +1,18 @@
 """Several finished ``colmed study`` runs, on one footing, in one results file.
 
 Each study is one training source (inverse cloze, a labelled split, LLM queries ...) trained into both families
-from the same bases with the same budget rules. Its own benchmark already holds the tests the study exists for:
-every model against BM25, each trained model against its own base, ColBERT trained against dense trained
-(paired t-tests, Holm-corrected within the study). This script adds the view across studies, through the public
-CLI and the studies' shared content-keyed cache (nothing is re-encoded or re-searched):
+from the same bases with the same budget rules. This script puts them side by side through the public CLI and
+the studies' shared content-keyed cache (what a study's benchmark computed is not computed again; a dataset a
+study's benchmark left out, e.g. ArguAna for time, is computed here once for every model):
 
-1. one ``colmed benchmark`` over BM25, the two bases and every study's trained models (and their RRF hybrids with
-   BM25), baseline BM25, with the sources compared per family (``--compare``; an exploratory family of tests,
-   Holm-corrected on its own);
+1. one ``colmed benchmark`` over BM25, the two bases, every study's trained models and their RRF hybrids with
+   BM25, baseline BM25, with paired tests (``--compare``) of each trained model against its base, ColBERT
+   against dense within each study, and the sources against each other per family: one family of tests per
+   dataset, Holm-corrected together (more conservative than a study's own report, which corrects its three);
 2. ``<results>.md`` / ``.json``: per study its data (counts, filter and acceptance rates, generation throughput,
    contamination verdicts), stage wall times, training budget and throughput (steps x batch, seconds,
-   triplets/s), its own tests; then the combined table and the cross-source tests; each study's report and
-   the combined benchmark are copied beside it.
+   triplets/s); then the tables with 95% intervals and the tests; each study's report and the combined
+   benchmark are copied beside it.
 
 Example (issue #18's bench, two sources)::
 
@@ -159,7 +159,10 @@ def main() -> None:
             if (model / "manifest.json").is_file():
                 retrievers[f"{family}-{tag}"] = f"{family}:{model}"
                 trained.append(f"{family}-{tag}")
+                compare.append(f"{family}-{tag}:{family}-base")
         compare += [f"{a}:{b}" for i, a in enumerate(trained) for b in trained[i + 1:]]
+    compare += [f"colbert-{tag}:dense-{tag}" for tag in studies
+                if f"colbert-{tag}" in retrievers and f"dense-{tag}" in retrievers]
     for name in [n for n in retrievers if n.startswith(("dense-", "colbert-")) and not n.endswith("-base")]:
         retrievers[f"hybrid-{name}"] = f"rrf:bm25+{name}"
     datasets = args.dataset or first.benchmark.datasets
@@ -177,7 +180,6 @@ def main() -> None:
     res_dir = Path(args.results)
     res_dir.mkdir(parents=True, exist_ok=True)
     facts = {tag: study_facts(out) for tag, (out, _) in studies.items()}
-    own = {tag: load(out / "benchmark" / "results.json") for tag, (out, _) in studies.items()}
     for tag, (out, _) in studies.items():
         copy_tree(out, res_dir / tag)
     copy_tree(combined, res_dir / "combined")
@@ -223,11 +225,10 @@ def main() -> None:
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{s['dataset']} ({s['reason'][:90]})" for s in skipped)]
     lines += ["", "![nDCG@10](" + f"{res_dir.name}/combined/benchmark.png)", ""]
-    for t in tags:
-        lines += [f"## `{t}`: the study's own tests (trained vs its base, ColBERT vs dense; Holm within the study)",
-                  ""] + pairs_table(own[t]) + [""]
     if compare:
-        lines += ["## Across sources, per family (exploratory; Holm across these pairs)", ""] + pairs_table(res) + [""]
+        lines += ["## Paired tests: each trained model vs its base, ColBERT vs dense, sources against each other",
+                  "", "Paired t-test per dataset; Holm across all the pairs below on a dataset.", ""]
+        lines += pairs_table(res) + [""]
     lines += ["Each study's report (sample queries, filters, contamination, loss and dev curves, manifest): "
               + ", ".join(f"[{t}]({res_dir.name}/{t}/report.md)" for t in tags)
               + f"; the combined benchmark: [combined/report.md]({res_dir.name}/combined/report.md).", ""]
@@ -238,7 +239,7 @@ def main() -> None:
     Path(str(res_dir) + ".json").write_text(json.dumps(
         {"date": date, "git": git, "machine": args.machine, "commands": log, "facts": facts,
          "scores": res.get("scores"), "ci": res.get("ci"), "vs_bm25": res.get("vs_baseline"),
-         "own_tests": {t: own[t].get("comparisons") for t in tags}, "across_sources": res.get("comparisons"),
+         "pairs": res.get("comparisons"),
          "skipped": skipped}, indent=2, default=str), encoding="utf-8")
     print(f"wrote {md}")
 
