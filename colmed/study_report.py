@@ -138,7 +138,7 @@ def write_study_report(cfg, runner, summary: dict[str, Any]) -> Path:
              "## Plan and timings", "", "| stage | status | seconds | key |", "|---|---|---|---|"]
     for stage in runner.stages:
         s = summary.get(stage.name, {})
-        lines.append(f"| {stage.name} | {s.get('status', '?')} | {s.get('seconds', '')} | `{runner.key(stage)}` |")
+        lines.append(f"| {stage.name} | {s.get('status', 'not run')} | {s.get('seconds', '')} | `{runner.key(stage)}` |")
     lines += ["", "## Training data", ""] + _data_section(stages_dir / "triplets", images)
     contamination = stages_dir / "triplets" / "contamination.md"
     if contamination.is_file():  # its own "## Train/test contamination" section, written by the generate stage

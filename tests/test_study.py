@@ -351,6 +351,7 @@ def test_until_stops_after_the_named_stage_and_a_later_run_continues(tmp_path, s
     assert (stages / "triplets.stage.json").is_file() and not (stages / "bi-encoder").exists()
     # The default contamination check ran against the study's benchmark set.
     assert "Contamination vs sample_medical" in (stages / "triplets" / "contamination.md").read_text()
+    assert "| train-colbert | not run |" in (tmp_path / "study" / "report.md").read_text()
     dry = runner.invoke(main, ["study", "--config", str(config), "--dry-run"])
     status = {line.split()[0]: line.split()[1] for line in dry.output.splitlines() if line.strip()}
     assert status == {"generate": "cached", "train-bi-encoder": "to", "train-colbert": "to", "benchmark": "to"}
