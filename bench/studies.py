@@ -189,9 +189,9 @@ def main() -> None:
     tags = list(studies)
     lines = [f"# {args.title}", "",
              f"- Date: {date}; git `{git[:12]}`; machine: {args.machine}; {platform.platform()}, {os.cpu_count()} CPUs.",
-             "- Studies (each reproduced by its one command; the config is in its report):",
-             *[f"  - `{tag}`: `{out}` (`colmed study`, config saved in `{out}/study_config.json`)"
-               for tag, (out, _) in studies.items()],
+             "- Studies (`colmed study` runs; each one's full config is `<tag>/study_config.json` beside this file,"
+             " and the YAML it came from names its one command):",
+             *[f"  - `{tag}`: `{out}`" for tag, (out, _) in studies.items()],
              f"- This file: `python {' '.join(shlex.quote(a) for a in sys.argv)}`; what it ran:", ""]
     lines += [f"    {c['command']}   # {c['seconds']} s" for c in log] + [""]
     lines += ["## Training data", "", "| | " + " | ".join(tags) + " |", "|---" * (len(tags) + 1) + "|"]
@@ -216,7 +216,7 @@ def main() -> None:
     for t in tags:
         for family, _ in FAMILIES:
             f = facts[t][family]
-            lines.append(f"| {t} | {family} | {f['steps']} x {f['batch_size']} | {fmt(f['seconds'])} | "
+            lines.append(f"| {t} | {family} | {f['steps']} x {f['batch_size']} | {fmt(f['seconds'], 1)} | "
                          f"{fmt(f['triplets_per_s'], 2)} | {fmt(f['dev_base'])} → {fmt(f['dev_best'])} |")
     names = list(retrievers)
     lines += ["", "## nDCG@10 [95% CI] (▲/▼: significantly better/worse than BM25, paired t-test, Holm)", ""]
