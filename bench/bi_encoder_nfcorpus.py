@@ -20,27 +20,12 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def sh(cmd: list[str], log: list[dict]) -> float:
-    """Run one CLI command, echo it, record it with its wall time; fail loudly."""
-    cmd = [str(c) for c in cmd]
-    printable = " ".join(shlex.quote(c) for c in cmd)
-    print(f"$ {printable}", flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    seconds = time.perf_counter() - t0
-    log.append({"command": printable, "seconds": round(seconds, 1)})
-    return seconds
+from studies import sh  # noqa: E402  (bench/ is the script's folder)
 
 
 def main() -> None:

@@ -38,13 +38,16 @@ REPO = Path(__file__).resolve().parent.parent
 FAMILIES = (("dense", "bi-encoder"), ("colbert", "colbert"))
 
 
-def sh(cmd: list[str], log: list[dict]) -> None:
+def sh(cmd: list[str], log: list[dict]) -> float:
+    """Run one CLI command, echo it, record it with its wall time in ``log``; fail loudly."""
     cmd = [str(c) for c in cmd]
     printable = " ".join(shlex.quote(c) for c in cmd)
     print(f"$ {printable}", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    log.append({"command": printable, "seconds": round(time.perf_counter() - t0, 1)})
+    seconds = time.perf_counter() - t0
+    log.append({"command": printable, "seconds": round(seconds, 1)})
+    return seconds
 
 
 def load(path: Path) -> dict:

@@ -33,31 +33,13 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from studies import REPO, fmt, load, sh  # noqa: E402  (bench/ is the script's folder)
+
 DATASETS_ORDER = ["nfcorpus", "trec-covid", "arguana", "medicalqa", "publichealthqa", "scifact"]
 RETRIEVERS = ("bm25", "dense-base", "dense-llm", "dense-ict", "colbert-base", "colbert-llm", "colbert-ict")
-
-
-def sh(cmd: list[str], log: list[dict]) -> None:
-    cmd = [str(c) for c in cmd]
-    printable = " ".join(shlex.quote(c) for c in cmd)
-    print(f"$ {printable}", flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    log.append({"command": printable, "seconds": round(time.perf_counter() - t0, 1)})
-
-
-def load(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def fmt(x, digits: int = 4) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def ndcg_table(res: dict, rows: list[str]) -> list[str]:
