@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -153,12 +154,17 @@ def compare_runs(dataset_or_qrels, runs: Mapping[str, Mapping[str, Mapping[str, 
     report = compare(rq, ranx_runs, metrics, stat_test=stat_test, max_p=max_p, make_comparable=True,
                      rounding_digits=4)
     names = list(prepared)
-    p_values = {a: {b: {m: float(report.comparisons[a, b][m]["p_value"]) for m in metrics}
-                    for b in names if b != a} for a in names}
-    beats = {a: {m: [b for b in names if b != a and report.comparisons[a, b][m]["significant"]
-                     and report.results[a][m] > report.results[b][m]] for m in metrics} for a in names}
     per_query = {n: {m: v.tolist() for m, v in score_run(qrels, r, metrics, per_query=True).items()}
                  for n, r in prepared.items()}
+
+    def p_value(a: str, b: str, m: str) -> float:
+        p = float(report.comparisons[a, b][m]["p_value"])
+        # Identical per-query scores leave the t statistic undefined (scipy: nan): no evidence of a difference.
+        return 1.0 if math.isnan(p) and per_query[a][m] == per_query[b][m] else p
+
+    p_values = {a: {b: {m: p_value(a, b, m) for m in metrics} for b in names if b != a} for a in names}
+    beats = {a: {m: [b for b in names if b != a and report.comparisons[a, b][m]["significant"]
+                     and report.results[a][m] > report.results[b][m]] for m in metrics} for a in names}
     intervals = {}
     if confidence:
         from colmed.eval.uncertainty import bootstrap_ci

@@ -127,6 +127,17 @@ def test_rrf_retriever_fuses_the_runs_of_its_components_as_written_by_hand(tmp_p
         BenchmarkConfig(retrievers=["bm25", "h=rrf:bm25+nope"]).retriever_specs()
 
 
+def test_identical_runs_compare_with_p_one_not_nan(tmp_path, data_dir):
+    """Two retrievers with the same per-query scores: the paired t statistic is undefined (scipy gives nan); the
+    test reports p = 1 (no evidence of a difference), so it neither shows 'nan' nor skews Holm for the others."""
+    cfg = BenchmarkConfig(retrievers=["bm25", "lex=bm25"], datasets=["nfcorpus"], data_dir=str(data_dir),
+                          out=str(tmp_path / "bench"), bootstrap_resamples=100, comparisons=["lex:bm25"])
+    results = run_benchmark(cfg, log=_quiet)
+    for t in (results.cell("lex", "nfcorpus").vs_baseline["ndcg@10"],
+              results.datasets["nfcorpus"].comparisons["lex:bm25"]["ndcg@10"]):
+        assert (t.delta, t.p_value, t.p_holm, t.significant) == (0.0, 1.0, 1.0, False)
+
+
 def test_missing_and_incomplete_datasets_are_skipped_with_one_line(tmp_path, data_dir):
     result = CliRunner().invoke(main, ["benchmark", "--retriever", "bm25", "--dataset", "nfcorpus",
                                        "--dataset", "trec-covid", "--dataset", "publichealthqa", "--data-dir",
