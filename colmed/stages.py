@@ -106,16 +106,19 @@ class StageRunner:
     def plan(self) -> list[tuple[Stage, str]]:
         return [(s, "cached" if self.is_done(s) else "to run") for s in self.stages]
 
+    def stages_until(self, until: str | None) -> list[Stage]:
+        """The stages up to and including ``until`` (all of them for ``None``); an unknown name is refused."""
+        if until is None:
+            return list(self.stages)
+        names = [s.name for s in self.stages]
+        if until not in names:
+            raise InputError(f"unknown stage {until!r}; the stages are {', '.join(names)}", field="until")
+        return self.stages[:names.index(until) + 1]
+
     def run(self, echo=print, log_dir: Path | None = None, until: str | None = None) -> dict[str, dict]:
         """Run every stage not already done under its key, in order; with ``until``, stop after that stage."""
         summary: dict[str, dict] = {}
-        stages = self.stages
-        if until is not None:
-            names = [s.name for s in stages]
-            if until not in names:
-                raise InputError(f"unknown stage {until!r}; the stages are {', '.join(names)}", field="until")
-            stages = stages[:names.index(until) + 1]
-        for stage in stages:
+        for stage in self.stages_until(until):
             key = self.key(stage)
             if self.is_done(stage):
                 info = json.loads(self.marker(stage).read_text())

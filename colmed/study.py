@@ -372,9 +372,7 @@ def run_study(cfg: StudyConfig, dry_run: bool = False, echo=print, until: str | 
     from colmed.core.io import write_json
 
     runner = StageRunner(build_stages(cfg))
-    if until is not None and until not in [s.name for s in runner.stages]:
-        raise InputError(f"unknown stage {until!r}; the stages are {', '.join(s.name for s in runner.stages)}",
-                         field="until")
+    runner.stages_until(until)  # an unknown stage is refused before anything is written
     if dry_run:
         for stage, status in runner.plan():
             echo(f"{stage.name:18s} {status:7s} key={runner.key(stage)}  {' '.join(map(str, stage.command[2:]))}")

@@ -56,8 +56,7 @@ def evaluate_dataset(dataset, runs: dict[str, dict], baseline: str | None, confi
         for (n, _), by_metric in tests([(n, baseline) for n in names if n != baseline]).items():
             out[n].vs_baseline = by_metric
     pairs = [(a, b) for a, b in config.comparison_pairs(config.retriever_names()) if a in runs and b in runs]
-    comparisons = {f"{a}:{b}": t for (a, b), t in tests(pairs).items()} if pairs else {}
-    return out, comparisons
+    return out, {f"{a}:{b}": t for (a, b), t in tests(pairs).items()}
 
 
 def fused_run(spec: RetrieverSpec, runs: dict[str, dict], k: int) -> tuple[RetrieverOnDataset, dict | None]:
