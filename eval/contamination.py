@@ -205,6 +205,20 @@ def _semantic_matches(encoder, train_queries: list[str], eval_queries: dict[str,
     return [(r, key, cos) for r, text in enumerate(train_queries) for key, cos in found.get(position[text], [])]
 
 
+class _RememberingEncoder:
+    """An encoder that encodes each distinct text once: the training queries are checked against every
+    benchmark in turn, and re-encoding them per benchmark cost minutes on a CPU."""
+
+    def __init__(self, encoder):
+        self.encoder, self.model_name, self._seen = encoder, _encoder_name(encoder), {}
+
+    def encode_queries(self, texts: list[str]):
+        new = [t for t in dict.fromkeys(texts) if t not in self._seen]
+        if new:
+            self._seen.update(zip(new, np.asarray(self.encoder.encode_queries(new), dtype=np.float32)))
+        return np.stack([self._seen[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
+
+
 def _snippet(text: str, n: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[:n - 1] + "…"
@@ -416,6 +430,7 @@ def check_training_set(records: Sequence[Any], datasets: Iterable[Any], out_dir,
     out = Path(out_dir)
     datasets = list(datasets)
     records = list(records)
+    encoder = _RememberingEncoder(encoder) if encoder is not None else None
     overlaps = {ds.name: find_overlaps(records, ds, settings, encoder) for ds in datasets}
     reports = {ds.name: contamination_report(records, ds, settings, encoder, overlaps=overlaps[ds.name])
                for ds in datasets}

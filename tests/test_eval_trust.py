@@ -166,6 +166,32 @@ def test_contamination_semantic_paraphrase_needs_the_encoder(benchmark_like, min
     assert contamination_report(CLEAN_TRAINING, benchmark_like, encoder=encoder)["contaminated_records"] == 0
 
 
+
+def test_training_set_check_encodes_each_training_query_once_across_benchmarks(benchmark_like, minilm_path, tmp_path):
+    from dataclasses import replace
+
+    from colmed.bi_encoder.encoder import DenseEncoder
+    from colmed.eval.contamination import check_training_set
+
+    class CountingEncoder:  # the real encoder, counting the texts it is asked to encode
+        def __init__(self):
+            self.inner, self.model_name, self.texts = DenseEncoder(minilm_path), "minilm", []
+
+        def encode_queries(self, texts):
+            self.texts += list(texts)
+            return self.inner.encode_queries(texts)
+
+    training = CLEAN_TRAINING + ["Can pregnant women safely use ibuprofen?"]
+    second = replace(benchmark_like, name="toybench2")
+    encoder = CountingEncoder()
+    kept, summary = check_training_set(training, [benchmark_like, second], tmp_path, decontaminate_records=True,
+                                       settings=ContaminationSettings(semantic_threshold=0.9), encoder=encoder)
+    assert kept == CLEAN_TRAINING and summary["removed"] == 1  # the paraphrase found through the embeddings
+    assert summary["per_dataset"]["toybench2"]["contaminated_records"] == 1
+    train_texts = [r["query"] for r in CLEAN_TRAINING] + [training[-1]]
+    assert sorted(t for t in encoder.texts if t in train_texts) == sorted(train_texts)  # once, not per benchmark
+
+
 # --------------------------------------------------------------------------------------------- bootstrap
 
 def test_bootstrap_interval_of_two_queries_matches_the_hand_computed_distribution():
