@@ -166,7 +166,6 @@ def test_contamination_semantic_paraphrase_needs_the_encoder(benchmark_like, min
     assert contamination_report(CLEAN_TRAINING, benchmark_like, encoder=encoder)["contaminated_records"] == 0
 
 
-
 def test_training_set_check_encodes_each_training_query_once_across_benchmarks(benchmark_like, minilm_path, tmp_path):
     from dataclasses import replace
 
