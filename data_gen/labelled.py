@@ -18,6 +18,7 @@ Example (the bundled sample, whose only judged split is ``test``; NFCorpus's wou
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,13 @@ from colmed.data.triplets import TripletRecord
 
 def labelled_records(dataset, num_negatives: int = 5, max_positives_per_query: int = 4, range_max: int = 50,
                      relative_margin: float | None = 0.05, min_relevance: int = 1, dev_fraction: float = 0.1,
-                     seed: int = 13, progress: bool = True) -> tuple[list[TripletRecord], dict]:
+                     seed: int = 13, progress: bool = True, num_queries: int | None = None
+                     ) -> tuple[list[TripletRecord], dict]:
     """Records for up to ``max_positives_per_query`` judged pairs per query (highest grades first),
     each with BM25 hard negatives from the query's top ``range_max`` unjudged documents.
+
+    ``num_queries`` draws that many of the queries with a judged document (seeded, kept in the split's order;
+    all of them when ``None``), so a labelled source can match a synthetic one's size.
 
     The guard is :func:`colmed.data_gen.mining.apply_margin`, as in ``HardNegativeMiner``: for each pair, a
     candidate scoring above ``pos - |pos| * relative_margin`` is a likely unjudged positive and is dropped
@@ -50,10 +55,17 @@ def labelled_records(dataset, num_negatives: int = 5, max_positives_per_query: i
     records: list[TripletRecord] = []
     counts = {"queries": 0, "pairs_judged": 0, "pairs_kept": 0, "judged_relevant_skipped": 0,
               "relative_margin": 0, "pairs_short_of_negatives": 0}
-    for qid, text in tqdm(dataset.queries.items(), desc="pairs", disable=not progress):
-        judged = {d: r for d, r in dataset.qrels.get(qid, {}).items() if r >= min_relevance and d in position}
-        if not judged:
-            continue
+    judged_queries = [(qid, text, judged) for qid, text in dataset.queries.items()
+                      if (judged := {d: r for d, r in dataset.qrels.get(qid, {}).items()
+                                     if r >= min_relevance and d in position})]
+    if num_queries is not None:
+        if not 1 <= num_queries <= len(judged_queries):
+            raise InputError(f"must be between 1 and the {len(judged_queries)} queries with a judged document, "
+                             f"got {num_queries}", field="num_queries")
+        keep = set(random.Random(seed).sample(range(len(judged_queries)), num_queries))
+        judged_queries = [q for i, q in enumerate(judged_queries) if i in keep]
+        counts["queries_sampled"] = num_queries
+    for qid, text, judged in tqdm(judged_queries, desc="pairs", disable=not progress):
         counts["queries"] += 1
         counts["pairs_judged"] += len(judged)
         positives = sorted(judged, key=lambda d: (-judged[d], d))[:max_positives_per_query]

@@ -96,3 +96,29 @@ def test_labelled_split_is_decontaminated_against_another_test_split(tmp_path, s
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["contamination"]["removed"] == expected_removed
     assert manifest["counts"]["records"]["total"] == len(kept)
+
+
+def test_num_queries_draws_a_seeded_subset_of_the_judged_queries(tmp_path, sample_dataset_dir):
+    """--num-queries sizes a labelled source like a synthetic one: that many judged queries, every judged pair of
+    each, the same draw for the same seed; more than the split holds is refused with nothing written."""
+    from colmed.data.datasets import load_dataset
+
+    judged = {q for q, v in load_dataset(sample_dataset_dir).qrels.items() if v}
+
+    def run(out, *extra):
+        return CliRunner().invoke(main, ["generate", "--labelled", str(sample_dataset_dir), "--labelled-split",
+                                         "test", "--out", str(out), "--negatives", "1", "--no-progress", *extra])
+
+    queries = []
+    for name, seed in (("a", "13"), ("b", "13"), ("c", "14")):
+        r = run(tmp_path / name, "--num-queries", "4", "--seed", seed)
+        assert r.exit_code == 0, r.output
+        queries.append({rec.note_id for rec in read_triplets(tmp_path / name)})
+    assert len(queries[0]) == 4 and queries[0] <= judged and queries[0] == queries[1] and queries[0] != queries[2]
+    all_pairs = list(read_triplets(tmp_path / "a"))
+    assert len(all_pairs) == sum(min(len(load_dataset(sample_dataset_dir).qrels[q]), 4) for q in queries[0])
+    too_many = run(tmp_path / "d", "--num-queries", str(len(judged) + 1))
+    assert too_many.exit_code == 2 and "num_queries" in too_many.output and not (tmp_path / "d").exists()
+    without_labelled = CliRunner().invoke(main, ["generate", "--notes", str(tmp_path), "--out", str(tmp_path / "e"),
+                                                 "--num-queries", "3"])
+    assert without_labelled.exit_code == 2 and "--labelled" in without_labelled.output

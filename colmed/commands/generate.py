@@ -96,6 +96,8 @@ _RENAMES = {"negatives": "num_negatives", "prompts_file": "prompts"}
               help="Instead of notes: a BEIR folder/hub name whose judged --labelled-split pairs become the "
                    "positives (supervised data on the same footing as synthetic).")
 @click.option("--labelled-split", default="train", show_default=True, help="Split of --labelled.")
+@click.option("--num-queries", type=click.IntRange(min=1), default=None,
+              help="With --labelled: draw this many of its judged queries (seeded by --seed) [all].")
 @click.option("--contamination-check", "contamination_check", multiple=True, metavar="DATASET",
               help="Check the triplets against this benchmark's test split before writing them (a BEIR folder "
                    "or hub name; repeatable): contamination.md/.json go beside them, the summary into the manifest.")
@@ -105,7 +107,7 @@ _RENAMES = {"negatives": "num_negatives", "prompts_file": "prompts"}
 @click.option("--contamination-encoder", default=None, metavar="MODEL",
               help="With --contamination-check: also match paraphrased queries by embedding cosine >= 0.9 "
                    "(a sentence-transformers model path or name) [off: exact and near duplicates only].")
-def command(config_path, merge_shards, no_progress, labelled, labelled_split, use_ray, ray_replicas,
+def command(config_path, merge_shards, no_progress, labelled, labelled_split, num_queries, use_ray, ray_replicas,
             ray_cpus_per_replica, ray_queries, ray_batch_size, contamination_check, decontaminate,
             contamination_encoder, **flags):
     """Generate synthetic triplets from clinical notes (resumable; see the module docs)."""
@@ -114,12 +116,16 @@ def command(config_path, merge_shards, no_progress, labelled, labelled_split, us
 
     overrides = {_RENAMES.get(k, k): v for k, v in flags.items() if v is not None}
     record_check = _record_check(contamination_check, decontaminate, contamination_encoder)
+    if num_queries is not None and not labelled:
+        raise click.UsageError("--num-queries draws from a labelled split: it needs --labelled")
     if labelled:
         from colmed.data_gen.labelled import build_labelled_triplets
 
         if not overrides.get("out"):
             raise click.UsageError("--labelled needs --out")
         extra = {k: overrides[k] for k in ("range_max", "relative_margin") if k in overrides}
+        if num_queries is not None:
+            extra["num_queries"] = num_queries
         manifest = build_labelled_triplets(
             labelled, overrides["out"], split=labelled_split, negatives=overrides.get("num_negatives", 5),
             dev_fraction=overrides.get("dev_fraction", 0.1), seed=overrides.get("seed", 13),
