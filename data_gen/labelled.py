@@ -18,7 +18,6 @@ Example (the bundled sample, whose only judged split is ``test``; NFCorpus's wou
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ def labelled_records(dataset, num_negatives: int = 5, max_positives_per_query: i
     from tqdm.auto import tqdm
 
     from colmed.data_gen.mining import apply_margin
-    from colmed.data_gen.notes import note_split
+    from colmed.data_gen.notes import note_split, sample_notes
     from colmed.indexes.bm25 import BM25Index
 
     docs = list(dataset.corpus.values())
@@ -62,8 +61,7 @@ def labelled_records(dataset, num_negatives: int = 5, max_positives_per_query: i
         if not 1 <= num_queries <= len(judged_queries):
             raise InputError(f"must be between 1 and the {len(judged_queries)} queries with a judged document, "
                              f"got {num_queries}", field="num_queries")
-        keep = set(random.Random(seed).sample(range(len(judged_queries)), num_queries))
-        judged_queries = [q for i, q in enumerate(judged_queries) if i in keep]
+        judged_queries = sample_notes(judged_queries, num_queries, seed)
         counts["queries_sampled"] = num_queries
     for qid, text, judged in tqdm(judged_queries, desc="pairs", disable=not progress):
         counts["queries"] += 1

@@ -20,10 +20,12 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 from colmed.core.errors import InputError
 from colmed.data.datasets import full_text
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -176,8 +178,8 @@ def _read_hub_notes(name: str, text_field: str, id_field: str, title_field: str,
     return notes
 
 
-def sample_notes(notes: list[Note], num_notes: int | None, seed: int) -> list[Note]:
-    """``num_notes`` notes drawn with ``seed``, kept in source order; all of them when ``None``."""
+def sample_notes(notes: list[T], num_notes: int | None, seed: int) -> list[T]:
+    """``num_notes`` notes (or any items) drawn with ``seed``, kept in source order; all of them when ``None``."""
     if not num_notes or num_notes >= len(notes):
         return list(notes)
     keep = sorted(random.Random(seed).sample(range(len(notes)), num_notes))
