@@ -103,7 +103,8 @@ def test_num_queries_draws_a_seeded_subset_of_the_judged_queries(tmp_path, sampl
     each, the same draw for the same seed; more than the split holds is refused with nothing written."""
     from colmed.data.datasets import load_dataset
 
-    judged = {q for q, v in load_dataset(sample_dataset_dir).qrels.items() if v}
+    qrels = load_dataset(sample_dataset_dir).qrels
+    judged = {q for q, v in qrels.items() if v}
 
     def run(out, *extra):
         return CliRunner().invoke(main, ["generate", "--labelled", str(sample_dataset_dir), "--labelled-split",
@@ -116,7 +117,7 @@ def test_num_queries_draws_a_seeded_subset_of_the_judged_queries(tmp_path, sampl
         queries.append({rec.note_id for rec in read_triplets(tmp_path / name)})
     assert len(queries[0]) == 4 and queries[0] <= judged and queries[0] == queries[1] and queries[0] != queries[2]
     all_pairs = list(read_triplets(tmp_path / "a"))
-    assert len(all_pairs) == sum(min(len(load_dataset(sample_dataset_dir).qrels[q]), 4) for q in queries[0])
+    assert len(all_pairs) == sum(min(len(qrels[q]), 4) for q in queries[0])
     too_many = run(tmp_path / "d", "--num-queries", str(len(judged) + 1))
     assert too_many.exit_code == 2 and "num_queries" in too_many.output and not (tmp_path / "d").exists()
     without_labelled = CliRunner().invoke(main, ["generate", "--notes", str(tmp_path), "--out", str(tmp_path / "e"),
