@@ -260,9 +260,11 @@ def generate_queries_with_ray(config: GenerateConfig, queries_dir: str | Path, r
     # overwrite=True: _reusable already refused what --overwrite does not allow to replace; this refuses a
     # folder colmed did not write, before Ray starts
     check_output(queries_dir, overwrite=True, kind="queries")
+    rows = passage_rows(config)
+    # an unfinished run this command may not resume is refused before Ray (or its absence) is looked at
+    _refuse_unresumable(config, queries_dir.with_name(queries_dir.name + ".partial"), rows)
     ray = _require_ray()
     vllm_processor = _require_ray_llm() if config.backend == "vllm" else None  # before anything starts
-    rows = passage_rows(config)
     local = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
     cpus = num_cpus_per_replica or (max(1, available_cores() // replicas) if local else (config.threads or 1))
     if config.backend == "llamacpp" and config.threads is None:
@@ -325,6 +327,24 @@ def generate_queries_with_ray(config: GenerateConfig, queries_dir: str | Path, r
     return manifest
 
 
+def _refuse_unresumable(config: GenerateConfig, partial: Path, rows: list[dict[str, Any]]) -> None:
+    """Refuse, touching nothing, an unfinished run in ``partial`` that this command may not resume or replace:
+    finished blocks of other generation settings, or blocks whose passages the notes no longer give, unless
+    ``--overwrite`` (the first changed setting is named)."""
+    from colmed.data_gen.pipeline import read_state, refuse_changed_settings
+
+    if not partial.exists() or config.overwrite:
+        return
+    state, work = read_state(partial / "state.json"), partial / "_work" / "generate"
+    if state.get("generation_fingerprint") == config.generation_fingerprint():
+        stale = _stale_blocks(work, rows)
+        if stale:
+            raise InputError(f"unfinished Ray generation holds passages that the notes no longer give "
+                             f"({stale}); pass --overwrite to start over", path=partial, field="notes")
+    elif any(work.glob("part-*.parquet")):
+        refuse_changed_settings(state, config, partial, "an unfinished Ray generation")
+
+
 def _open_work_area(config: GenerateConfig, partial: Path, rows: list[dict[str, Any]]) -> tuple[Path, set[str]]:
     """Start or resume the blocks in ``partial``; returns the blocks' folder and the passages they hold.
 
@@ -334,23 +354,14 @@ def _open_work_area(config: GenerateConfig, partial: Path, rows: list[dict[str, 
     path) are refused the same way.
     """
     from colmed.core.io import write_json
-    from colmed.data_gen.pipeline import read_state, refuse_changed_settings
+    from colmed.data_gen.pipeline import read_state
 
+    _refuse_unresumable(config, partial, rows)  # again under the lock: another driver may have written since
     state_path, work = partial / "state.json", partial / "_work" / "generate"
     generation = config.generation_fingerprint()
     if partial.exists():
-        state = read_state(state_path)
-        finished = any(work.glob("part-*.parquet"))
-        if state.get("generation_fingerprint") == generation:
-            stale = _stale_blocks(work, rows)
-            if stale and not config.overwrite:
-                raise InputError(f"unfinished Ray generation holds passages that the notes no longer give "
-                                 f"({stale}); pass --overwrite to start over", path=partial, field="notes")
-            if stale:
-                shutil.rmtree(partial)
-        elif finished and not config.overwrite:
-            refuse_changed_settings(state, config, partial, "an unfinished Ray generation")
-        else:
+        same = read_state(state_path).get("generation_fingerprint") == generation
+        if not same or _stale_blocks(work, rows):  # refused above unless --overwrite or nothing had finished
             shutil.rmtree(partial)
     work.mkdir(parents=True, exist_ok=True)
     if not state_path.is_file():
