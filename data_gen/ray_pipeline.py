@@ -260,11 +260,13 @@ def generate_queries_with_ray(config: GenerateConfig, queries_dir: str | Path, r
     # overwrite=True: _reusable already refused what --overwrite does not allow to replace; this refuses a
     # folder colmed did not write, before Ray starts
     check_output(queries_dir, overwrite=True, kind="queries")
-    rows = passage_rows(config)
-    # an unfinished run this command may not resume is refused before Ray (or its absence) is looked at
-    _refuse_unresumable(config, queries_dir.with_name(queries_dir.name + ".partial"), rows)
+    partial, rows = queries_dir.with_name(queries_dir.name + ".partial"), None
+    if partial.exists():  # an unfinished run this command may not resume is refused before Ray is looked for
+        rows = passage_rows(config)
+        _refuse_unresumable(config, partial, rows)
     ray = _require_ray()
     vllm_processor = _require_ray_llm() if config.backend == "vllm" else None  # before anything starts
+    rows = rows if rows is not None else passage_rows(config)
     local = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
     cpus = num_cpus_per_replica or (max(1, available_cores() // replicas) if local else (config.threads or 1))
     if config.backend == "llamacpp" and config.threads is None:
@@ -275,7 +277,6 @@ def generate_queries_with_ray(config: GenerateConfig, queries_dir: str | Path, r
         reused = _reusable(config, queries_dir)  # a writer that held the lock a moment ago may have finished
         if reused is not None:
             return reused
-        partial = queries_dir.with_name(queries_dir.name + ".partial")
         work, done = _open_work_area(config, partial, rows)
         remove_temp_files(partial, recursive=True)  # a killed driver's half-written block (we hold the lock)
         todo = [r for r in rows if r["passage_id"] not in done]

@@ -202,6 +202,52 @@ def test_benchmarks_sharing_a_cache_dir_compute_a_retriever_once(tmp_path, data_
     assert renamed.cell("lexical", "nfcorpus").status == "cached"
     assert renamed.cell("lexical", "nfcorpus").scores == first.cell("bm25", "nfcorpus").scores
 
+def test_benchmarks_reaching_one_uncached_index_together_build_it_once(tmp_path, data_dir, monkeypatch):
+    """Two benchmarks sharing a cache that need the same index at the same moment: the second (another
+    process, from the CLI) waits for the first's index and run and reads them from the cache, instead of failing
+    on the index's writer lock."""
+    import subprocess
+    import sys
+    import threading
+
+    import colmed.indexes.base as index_base
+
+    cache = tmp_path / "shared-cache"
+    second_cmd = [sys.executable, "-m", "colmed.cli", "benchmark", "--retriever", "bm25", "--dataset", "nfcorpus",
+                  "--data-dir", str(data_dir), "--cache-dir", str(cache), "--out", str(tmp_path / "b"),
+                  "--bootstrap-resamples", "200"]
+    second, waiting, stderr = None, threading.Event(), []
+    real_build = index_base.build_index
+
+    def read_stderr(stream) -> None:
+        for line in stream:
+            stderr.append(line)
+            if "waiting for another colmed process building or searching bm25" in line:
+                waiting.set()
+
+    def build_while_the_second_arrives(kind, *args, **kwargs):  # the real build, once the second is waiting
+        nonlocal second
+        if second is None:
+            second = subprocess.Popen(second_cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                      env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            threading.Thread(target=read_stderr, args=(second.stderr,), daemon=True).start()
+            for _ in range(3000):  # until it waits, or ends (which fails below)
+                if waiting.wait(0.1) or second.poll() is not None:
+                    break
+        return real_build(kind, *args, **kwargs)
+
+    monkeypatch.setattr(index_base, "build_index", build_while_the_second_arrives)
+    first = run_benchmark(BenchmarkConfig(retrievers=["bm25"], datasets=["nfcorpus"], data_dir=str(data_dir),
+                                          cache_dir=str(cache), out=str(tmp_path / "a"), bootstrap_resamples=200),
+                          log=_quiet)
+    assert second.wait(300) == 0, "".join(stderr)
+    assert waiting.is_set()
+    later = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert first.cell("bm25", "nfcorpus").status == "built index + searched"
+    assert later["cells"]["nfcorpus"]["bm25"]["status"] == "cached"
+    assert later["scores"]["bm25"]["nfcorpus"] == pytest.approx(first.cell("bm25", "nfcorpus").scores)
+
+
 def test_prebuilt_index_retriever_applies_only_to_its_own_corpus(tmp_path, data_dir, sample_dataset_dir):
     from colmed.data.datasets import load_beir_folder
     from colmed.indexes.base import build_index

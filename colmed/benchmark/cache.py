@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
@@ -79,11 +80,8 @@ def get_run(spec: "RetrieverSpec", dataset, config: "BenchmarkConfig", cache_dir
 
     ``identity`` is ``spec.identity()`` when the caller already computed it (hashing a model once per benchmark).
     """
-    import colmed.indexes.base as index_base
     from colmed.benchmark.datasets import dataset_search_options
-    from colmed.data.runs import read_trec
-    from colmed.eval.protocol import queries_hash, read_sidecar
-    from colmed.indexes.search import search_queries, write_run
+    from colmed.eval.protocol import queries_hash
 
     identity = spec.identity() if identity is None else identity
     family = spec.kind
@@ -111,10 +109,57 @@ def get_run(spec: "RetrieverSpec", dataset, config: "BenchmarkConfig", cache_dir
     run_key = cache_key(identity, index_key, dataset.fingerprint, dataset.split, config.k,
                         queries_hash(dataset.queries), *([search_options] if search_options else []))
     run_path = cached_path(cache_dir / "runs" / safe_name(dataset.name), spec.name, run_key, ".trec")
+    cached = _cached_run(run_path, run_key, index_dir)
+    if cached is not None:
+        return cached
+    # Two benchmarks sharing this cache may reach the same uncached entry together: the second waits for the
+    # first's index and run instead of failing on the index's writer lock, then reads them from the cache.
+    with _entry_lock(cache_dir, index_dir, spec.name, dataset.name, log):
+        cached = _cached_run(run_path, run_key, index_dir)
+        if cached is not None:
+            return cached
+        return _build_and_search(spec, dataset, config, index_dir, run_path, run_key, identity, family,
+                                 search_options, log)
+
+
+def _cached_run(run_path: Path, run_key: str, index_dir: Path) -> tuple[dict, dict] | None:
+    from colmed.data.runs import read_trec
+    from colmed.eval.protocol import read_sidecar
+
     sidecar = read_sidecar(run_path) if run_path.is_file() else None
     if sidecar and sidecar.get("cache_key") == run_key:
         run = {} if sidecar.get("empty_run") else read_trec(run_path)
         return run, {"status": "cached", "run_path": str(run_path), "sidecar": sidecar, "index_dir": str(index_dir)}
+    return None
+
+
+@contextlib.contextmanager
+def _entry_lock(cache_dir: Path, index_dir: Path, name: str, dataset: str, log: Callable[[str], None]):
+    """Hold the cache's lock for one index (and every run searched on it), waiting while another process
+    holds it. The lock lives in the cache's own ``.locks`` folder, never beside a user's index."""
+    from filelock import FileLock, Timeout
+
+    locks = Path(cache_dir) / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"{cache_key(str(Path(index_dir).resolve()))}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"{dataset}: waiting for another colmed process building or searching {name} in this cache")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _build_and_search(spec, dataset, config, index_dir: Path, run_path: Path, run_key: str, identity: dict,
+                      family: str, search_options: dict, log: Callable[[str], None]) -> tuple[dict, dict]:
+    import colmed.indexes.base as index_base
+    from colmed.data.runs import read_trec
+    from colmed.eval.protocol import read_sidecar
+    from colmed.indexes.search import search_queries, write_run
+
     built = False
     if not index_dir.exists():
         log(f"{dataset.name}: building {spec.kind} index for {spec.name} ({len(dataset.corpus):,} docs)")
