@@ -38,6 +38,7 @@ Example (the bundled sample's corpus as notes; real notes: ``notes="../shared/no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -71,9 +72,27 @@ def _merge_counts(total: dict, part: dict) -> None:
             total[k] = total.get(k, 0) + v
 
 
-def input_hash(source: str) -> dict[str, str]:
-    """sha256 of the notes file (or a BEIR folder's corpus.jsonl); hub sources are named, not hashed."""
+def input_hash(source: str) -> dict[str, Any]:
+    r"""sha256 of the notes file (or a BEIR folder's corpus.jsonl, or of a notes folder's ``*.jsonl`` files, each
+    hashed and named, read as :func:`~colmed.data_gen.notes.load_notes` reads them); hub sources are named,
+    not hashed.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "a.jsonl").write_text('{"id": "n1", "text": "Chest pain."}\n')
+        >>> before = input_hash(str(folder))
+        >>> sorted(before["files"]), len(before["sha256"])
+        (['a.jsonl'], 64)
+        >>> _ = (folder / "b.jsonl").write_text('{"id": "n2", "text": "Cough."}\n')
+        >>> input_hash(str(folder))["sha256"] != before["sha256"]
+        True
+    """
     p = Path(source)
+    if p.is_dir() and not (p / "corpus.jsonl").is_file():
+        files = {f.name: sha256_file(f) for f in sorted(p.glob("*.jsonl"))}
+        combined = hashlib.sha256("".join(f"{name}\t{digest}\n" for name, digest in files.items()).encode())
+        return {"path": str(p.resolve()), "sha256": combined.hexdigest(), "files": files}
     if p.is_dir():
         p = p / "corpus.jsonl"
     if p.is_file():
