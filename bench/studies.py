@@ -177,6 +177,7 @@ def main() -> None:
         *(sum((["--dataset", d] for d in datasets), []) or ["--suite", first.benchmark.suite]),
         *(["--data-dir", first.benchmark.data_dir] if first.benchmark.data_dir else []), "--baseline", "bm25",
         *sum((["--compare", c] for c in compare), []), *(["--cache-dir", cache] if cache else []),
+        *(["--check-published"] if first.benchmark.args.get("check-published") else []),
         "--out", combined], log)
     res = load(combined / "results.json")
 
@@ -211,9 +212,12 @@ def main() -> None:
     lines += ["", "## Stage wall times (seconds)", "", "| stage | " + " | ".join(tags) + " |",
               "|---" * (len(tags) + 1) + "|"]
     for stage in dict.fromkeys(s for t in tags for s in facts[t]["stages"]):
-        lines.append(f"| {stage} | " + " | ".join(
-            f"{facts[t]['stages'].get(stage, {}).get('seconds')} ({facts[t]['stages'].get(stage, {}).get('status')})"
-            for t in tags) + " |")
+        cells = []
+        for t in tags:
+            record = facts[t]["stages"].get(stage, {})
+            cells.append("not run (this file's combined benchmark covers it)" if record.get("seconds") is None
+                         else f"{record['seconds']} ({record.get('status')})")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines += ["", "## Training budget (identical for both families within a study)", "",
               "| study | family | steps x batch | seconds | triplets/s | dev nDCG@10 base → best |", "|---|---|---|---|---|---|"]
     for t in tags:
