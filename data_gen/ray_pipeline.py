@@ -328,22 +328,24 @@ def generate_queries_with_ray(config: GenerateConfig, queries_dir: str | Path, r
     return manifest
 
 
-def _refuse_unresumable(config: GenerateConfig, partial: Path, rows: list[dict[str, Any]]) -> None:
+def _refuse_unresumable(config: GenerateConfig, partial: Path, rows: list[dict[str, Any]]) -> bool:
     """Refuse, touching nothing, an unfinished run in ``partial`` that this command may not resume or replace:
     finished blocks of other generation settings, or blocks whose passages the notes no longer give, unless
-    ``--overwrite`` (the first changed setting is named)."""
+    ``--overwrite`` (the first changed setting is named). Returns whether ``partial`` is to be started over."""
     from colmed.data_gen.pipeline import read_state, refuse_changed_settings
 
-    if not partial.exists() or config.overwrite:
-        return
+    if not partial.exists():
+        return False
     state, work = read_state(partial / "state.json"), partial / "_work" / "generate"
     if state.get("generation_fingerprint") == config.generation_fingerprint():
         stale = _stale_blocks(work, rows)
-        if stale:
+        if stale and not config.overwrite:
             raise InputError(f"unfinished Ray generation holds passages that the notes no longer give "
                              f"({stale}); pass --overwrite to start over", path=partial, field="notes")
-    elif any(work.glob("part-*.parquet")):
+        return stale is not None
+    if any(work.glob("part-*.parquet")) and not config.overwrite:
         refuse_changed_settings(state, config, partial, "an unfinished Ray generation")
+    return True
 
 
 def _open_work_area(config: GenerateConfig, partial: Path, rows: list[dict[str, Any]]) -> tuple[Path, set[str]]:
@@ -355,18 +357,15 @@ def _open_work_area(config: GenerateConfig, partial: Path, rows: list[dict[str, 
     path) are refused the same way.
     """
     from colmed.core.io import write_json
-    from colmed.data_gen.pipeline import read_state
 
-    _refuse_unresumable(config, partial, rows)  # again under the lock: another driver may have written since
+    # checked again under the lock: another driver may have written blocks since the check before Ray started
+    if _refuse_unresumable(config, partial, rows):
+        shutil.rmtree(partial)
     state_path, work = partial / "state.json", partial / "_work" / "generate"
-    generation = config.generation_fingerprint()
-    if partial.exists():
-        same = read_state(state_path).get("generation_fingerprint") == generation
-        if not same or _stale_blocks(work, rows):  # refused above unless --overwrite or nothing had finished
-            shutil.rmtree(partial)
     work.mkdir(parents=True, exist_ok=True)
     if not state_path.is_file():
-        write_json(state_path, {"generation_fingerprint": generation, "config": config.to_dict()})
+        write_json(state_path, {"generation_fingerprint": config.generation_fingerprint(),
+                                "config": config.to_dict()})
     return work, _block_passages(work)
 
 
