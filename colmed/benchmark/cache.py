@@ -113,8 +113,12 @@ def get_run(spec: "RetrieverSpec", dataset, config: "BenchmarkConfig", cache_dir
     if cached is not None:
         return cached
     # Two benchmarks sharing this cache may reach the same uncached entry together: the second waits for the
-    # first's index and run instead of failing on the index's writer lock, then reads them from the cache.
-    with _entry_lock(cache_dir, index_dir, spec.name, dataset.name, log):
+    # first's index and run instead of failing on the index's writer lock, then reads them from the cache. The
+    # lock is keyed by content, as the entries are: the same model under another retriever name is one entry.
+    with _entry_lock(cache_dir, index_key or str(index_dir.resolve()), spec.name, dataset.name, log):
+        if index_key is not None:  # what the process we waited for wrote, under its retriever name
+            index_dir = cached_path(cache_dir / "indexes" / safe_name(dataset.name), spec.name, index_key)
+        run_path = cached_path(cache_dir / "runs" / safe_name(dataset.name), spec.name, run_key, ".trec")
         cached = _cached_run(run_path, run_key, index_dir)
         if cached is not None:
             return cached
@@ -134,14 +138,15 @@ def _cached_run(run_path: Path, run_key: str, index_dir: Path) -> tuple[dict, di
 
 
 @contextlib.contextmanager
-def _entry_lock(cache_dir: Path, index_dir: Path, name: str, dataset: str, log: Callable[[str], None]):
-    """Hold the cache's lock for one index (and every run searched on it), waiting while another process
-    holds it. The lock lives in the cache's own ``.locks`` folder, never beside a user's index."""
+def _entry_lock(cache_dir: Path, entry: str, name: str, dataset: str, log: Callable[[str], None]):
+    """Hold the cache's lock for one index (``entry``: its content key, or a user index's path) and every run
+    searched on it, waiting while another process holds it. The lock lives in the cache's own ``.locks``
+    folder, never beside a user's index."""
     from filelock import FileLock, Timeout
 
     locks = Path(cache_dir) / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(locks / f"{cache_key(str(Path(index_dir).resolve()))}.lock"))
+    lock = FileLock(str(locks / f"{cache_key(entry)}.lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:
