@@ -80,13 +80,33 @@ class StageRunner:
         self.by_name = {s.name: s for s in stages}
         self._keys: dict[str, str] = {}
 
-    def key(self, stage: Stage) -> str:
-        if stage.name not in self._keys:
-            payload = {"command": stage.command, "code": CODE_VERSION,
-                       "after": {a: self.key(self.by_name[a]) for a in stage.after},
+    def key(self, stage: Stage, interpreter: str | None = None) -> str:
+        """``stage``'s key; with ``interpreter``, the key it had when run by that path to this Python
+        (the commands name the interpreter they were built with, ``sys.executable``)."""
+        if (stage.name, interpreter) not in self._keys:
+            command = list(stage.command)
+            if interpreter is not None and command and command[0] == sys.executable:
+                command[0] = interpreter
+            payload = {"command": command, "code": CODE_VERSION,
+                       "after": {a: self.key(self.by_name[a], interpreter) for a in stage.after},
                        "inputs": {str(p): hash_path(p) or "absent" for p in stage.inputs}}
-            self._keys[stage.name] = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-        return self._keys[stage.name]
+            self._keys[stage.name, interpreter] = \
+                hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return self._keys[stage.name, interpreter]
+
+    def _is_current(self, stage: Stage, recorded: dict) -> bool:
+        """Whether a marker's ``recorded`` key is ``stage``'s current key, also when the marker was written by
+        another path to the same interpreter (``bin/python`` and ``bin/python3.11``, an entry-point script
+        reinstalled with another shebang): a different name for the same binary must not re-run hours of
+        generation and training."""
+        if recorded.get("key") == self.key(stage):
+            return True
+        interpreter = (recorded.get("command") or [None])[0]
+        if not isinstance(interpreter, str) or interpreter == sys.executable:
+            return False
+        if not os.path.exists(interpreter) or os.path.realpath(interpreter) != os.path.realpath(sys.executable):
+            return False
+        return recorded.get("key") == self.key(stage, interpreter)
 
     @staticmethod
     def marker(stage: Stage) -> Path:
@@ -99,7 +119,7 @@ class StageRunner:
         if not m.is_file():
             return False
         try:
-            return json.loads(m.read_text()).get("key") == self.key(stage)
+            return self._is_current(stage, json.loads(m.read_text()))
         except json.JSONDecodeError:
             return False
 
@@ -134,13 +154,14 @@ class StageRunner:
                         info = json.loads(m.read_text())
                     except json.JSONDecodeError:
                         info = {"key": "unreadable"}
-                    previous = previous or info.get("key")
+                    previous = previous or info
                     if m == started:
                         last_start = info
-            if previous is not None and previous != key and stage.clean_on_change and out.exists():
+            same_key = previous is not None and self._is_current(stage, previous)
+            if previous is not None and not same_key and stage.clean_on_change and out.exists():
                 shutil.rmtree(out)  # output of other inputs: stale (a same-key partial output is resumed)
             self.marker(stage).unlink(missing_ok=True)
-            if previous == key and self._adoptable(stage, last_start):
+            if same_key and self._adoptable(stage, last_start):
                 write_json(self.marker(stage), {"key": key, "seconds": None, "command": list(map(str, stage.command)),
                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "adopted": True})
                 started.unlink(missing_ok=True)
@@ -148,7 +169,8 @@ class StageRunner:
                 echo(f"[{stage.name}] adopted: {stage.output} finished before the last run was stopped ({key})")
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_json(started, {"key": key, "output_before": self._output_stamp(stage)})
+            write_json(started, {"key": key, "command": list(map(str, stage.command)),
+                                 "output_before": self._output_stamp(stage)})
             echo(f"[{stage.name}] running: {' '.join(map(str, stage.command))}")
             t0 = time.perf_counter()
             log = (log_dir or out.parent) / f"{stage.name}.log"

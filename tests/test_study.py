@@ -272,6 +272,51 @@ def test_a_kept_output_is_adopted_only_once_the_current_keys_run_replaced_it(tmp
     assert said[0].startswith("[generate] adopted") and len(said) == 1 and value() == 2 and not started.exists()
 
 
+def test_stages_run_by_another_path_to_the_same_python_stay_done(tmp_path, monkeypatch):
+    """``bin/python`` and ``bin/python3.11`` are one interpreter: a study run by one and continued by the other
+    (an entry-point script reinstalled with another shebang) keeps its finished stages and resumes an unfinished
+    one in place; a different interpreter re-runs them."""
+    import shutil
+    from colmed.stages import Stage
+
+    real = os.path.realpath(sys.executable)
+    alias = tmp_path / "bin" / "python"
+    alias.parent.mkdir()
+    alias.symlink_to(real)
+    out = tmp_path / "stages"
+
+    def stages() -> list[Stage]:
+        write = "import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.mkdir(parents=True, exist_ok=True); " \
+                "(p / 'done').write_text('x')"
+        return [Stage("generate", [sys.executable, "-c", write, str(out / "triplets")], out / "triplets",
+                      clean_on_change=False),
+                Stage("train", [sys.executable, "-c", write, str(out / "model")], out / "model", after=["generate"])]
+
+    monkeypatch.setattr(sys, "executable", str(alias))
+    StageRunner(stages()).run(echo=lambda m: None)
+    # The train stage's later run under the alias was killed mid-way: its partial output is there to resume.
+    train_marker = StageRunner.marker(stages()[1])
+    started = json.loads(train_marker.read_text())
+    train_marker.unlink()
+    train_marker.with_suffix(".started").write_text(json.dumps({"key": started["key"], "command": started["command"],
+                                                                 "output_before": None}))
+    (out / "model" / "checkpoint").write_text("step 29")
+
+    monkeypatch.setattr(sys, "executable", real)
+    runner = StageRunner(stages())
+    assert [status for _, status in runner.plan()] == ["cached", "to run"]
+    said: list[str] = []
+    runner.run(echo=said.append)
+    assert said[0] == f"[generate] cached ({runner.key(runner.stages[0])})"
+    assert (out / "model" / "checkpoint").read_text() == "step 29"  # resumed in place, not wiped
+
+    other = tmp_path / "other" / "python"  # another binary (a copy): not the same interpreter
+    other.parent.mkdir()
+    shutil.copy2(real, other)
+    monkeypatch.setattr(sys, "executable", str(other))
+    assert [status for _, status in StageRunner(stages()).plan()] == ["to run", "to run"]
+
+
 @pytest.mark.parametrize("config", ["bench/study_reference.yaml", "bench/study_gpu.yaml",
                                     "bench/study_one_trainer.yaml", "bench/study_sources.yaml"])
 def test_shipped_study_configs_plan_commands_their_cli_accepts(config):
